@@ -1,0 +1,134 @@
+//! The gRPC server: an HTTP/2 listener (hyper) routing requests to [`Routes`] by service
+//! name, with graceful shutdown.
+
+mod routes;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tonic::body::Body as HttpBody;
+
+pub use routes::{Routes, RoutesBuilder};
+pub use tonic::server::NamedService;
+
+pub(crate) use routes::ConnInfo;
+
+use crate::context::NetAddress;
+use crate::wrapper::BoxFuture;
+
+/// All services of one server, by fully qualified proto service name.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Router {
+    services: HashMap<&'static str, Routes>,
+}
+
+impl Router {
+    /// Adds (or replaces) a service.
+    pub(crate) fn add(&mut self, routes: Routes) {
+        self.services.insert(routes.service_name(), routes);
+    }
+
+    fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
+        let service = req.uri().path().split('/').nth(1).unwrap_or_default();
+        match self.services.get(service) {
+            Some(routes) => routes.serve(req),
+            None => {
+                let status = Status::unimplemented(format!("unknown service {service:?}"));
+                Box::pin(async move { status.into_http() })
+            }
+        }
+    }
+}
+
+/// A server accepting connections until stopped.
+pub(crate) struct RunningServer {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Binds `address` and serves `router` on it.
+    pub(crate) async fn start(address: &str, router: Router, grace: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, signal) = watch::channel(false);
+        let task = tokio::spawn(accept(listener, Arc::new(router), signal, grace));
+        Ok(Self {
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish (up to the grace period), then returns.
+    pub(crate) async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "server task failed");
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, router: Arc<Router>, mut stop: watch::Receiver<bool>, grace: Duration) {
+    let graceful = GracefulShutdown::new();
+    let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let local = listener
+        .local_addr()
+        .map(NetAddress::from_socket)
+        .ok();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let info = Arc::new(ConnInfo {
+                        peer,
+                        local: local.clone(),
+                        client: NetAddress::from_socket(peer),
+                    });
+                    let router = router.clone();
+                    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                        let mut req = req.map(HttpBody::new);
+                        req.extensions_mut().insert(info.clone());
+                        let response = router.serve(req);
+                        async move { Ok::<_, Infallible>(response.await) }
+                    });
+                    let connection = graceful.watch(http2.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! [`Routes`]: one proto service's methods bound to a handler, served as a tower service.
+//!
+//! Generated code builds a `Routes` per service with one call per method; everything that
+//! turns HTTP/2 requests into typed handler calls lives here, not in generated code.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use opentelemetry::context::FutureExt as _;
+use tonic::Status;
+use tonic::body::Body as HttpBody;
+use tonic::server::Grpc;
+use tonic_prost::ProstCodec;
+
+use crate::context::{Context, NetAddress};
+use crate::deadline;
+use crate::method::Method;
+use crate::stream::{ResponseStream, Streaming};
+use crate::wrapper::{Body, BoxFuture, Endpoint, Request, Response, Wrappers};
+
+/// What the server knows about a connection, put in each request's extensions.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: Option<NetAddress>,
+    pub(crate) client: NetAddress,
+}
+
+/// A proto service's methods bound to a handler: a tower service answering gRPC requests.
+///
+/// Built by generated code (`UserServer::new(handler)`), then either added to a
+/// [`crate::Service`] (which sets its wrappers) or mounted on any tonic server.
+#[derive(Clone)]
+pub struct Routes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: &'static str,
+    methods: HashMap<&'static str, Route>,
+    wrappers: Wrappers,
+}
+
+#[derive(Clone)]
+struct Route {
+    method: &'static Method,
+    endpoint: Arc<dyn Endpoint>,
+    dispatch: Arc<dyn Dispatch>,
+}
+
+impl Routes {
+    /// Starts binding the methods of `service` (e.g. `user.User`) to `handler`.
+    pub fn builder<H: Send + Sync + 'static>(service: &'static str, handler: H) -> RoutesBuilder<H> {
+        RoutesBuilder {
+            service,
+            handler: Arc::new(handler),
+            methods: HashMap::new(),
+        }
+    }
+
+    /// The fully qualified proto service name.
+    pub fn service_name(&self) -> &'static str {
+        self.inner.service
+    }
+
+    /// The methods served, in no particular order.
+    pub fn methods(&self) -> impl Iterator<Item = &'static Method> + '_ {
+        self.inner.methods.values().map(|r| r.method)
+    }
+
+    /// The same routes with a different wrapper chain (first is outermost).
+    pub fn with_wrappers(self, wrappers: Wrappers) -> Self {
+        let inner = Inner {
+            service: self.inner.service,
+            methods: self.inner.methods.clone(),
+            wrappers,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Answers one HTTP/2 gRPC request.
+    pub fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
+        match self.inner.methods.get(req.uri().path()) {
+            Some(route) => route.dispatch.serve(
+                req,
+                Chain {
+                    method: route.method,
+                    wrappers: self.inner.wrappers.clone(),
+                    endpoint: route.endpoint.clone(),
+                },
+            ),
+            None => {
+                let status = Status::unimplemented(format!(
+                    "method {} is not implemented by this server",
+                    req.uri().path()
+                ));
+                Box::pin(async move { status.into_http() })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("service", &self.inner.service)
+            .field("methods", &self.inner.methods.len())
+            .field("wrappers", &self.inner.wrappers)
+            .finish()
+    }
+}
+
+impl tower_service::Service<http::Request<HttpBody>> for Routes {
+    type Response = http::Response<HttpBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
+        let fut = self.serve(req);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
+
+/// Collects one route per method; finish with [`RoutesBuilder::build`].
+pub struct RoutesBuilder<H> {
+    service: &'static str,
+    handler: Arc<H>,
+    methods: HashMap<&'static str, Route>,
+}
+
+impl<H: Send + Sync + 'static> RoutesBuilder<H> {
+    fn route(
+        mut self,
+        method: &'static Method,
+        endpoint: Arc<dyn Endpoint>,
+        dispatch: Arc<dyn Dispatch>,
+    ) -> Self {
+        self.methods.insert(
+            method.path,
+            Route {
+                method,
+                endpoint,
+                dispatch,
+            },
+        );
+        self
+    }
+
+    /// Binds a unary method: `f(handler, ctx, request)`.
+    pub fn unary<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Arc<H>, Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+            let request = body.into_message::<Req>()?;
+            Ok(respond_message(f(handler.clone(), ctx, request)))
+        });
+        self.route(method, endpoint, Arc::new(UnaryDispatch::<Req, Resp>(PhantomData)))
+    }
+
+    /// Binds a server-streaming method: `f(handler, ctx, request)` returns a stream.
+    pub fn server_streaming<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Arc<H>, Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+            let request = body.into_message::<Req>()?;
+            Ok(respond_stream(f(handler.clone(), ctx, request)))
+        });
+        self.route(method, endpoint, Arc::new(ServerStreamingDispatch::<Req, Resp>(PhantomData)))
+    }
+
+    /// Binds a client-streaming method: `f(handler, ctx, requests)`.
+    pub fn client_streaming<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+            let requests = Streaming::new(body.into_stream()?);
+            Ok(respond_message(f(handler.clone(), ctx, requests)))
+        });
+        self.route(method, endpoint, Arc::new(ClientStreamingDispatch::<Req, Resp>(PhantomData)))
+    }
+
+    /// Binds a bidirectional-streaming method: `f(handler, ctx, requests)` returns a stream.
+    pub fn streaming<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+            let requests = Streaming::new(body.into_stream()?);
+            Ok(respond_stream(f(handler.clone(), ctx, requests)))
+        });
+        self.route(method, endpoint, Arc::new(StreamingDispatch::<Req, Resp>(PhantomData)))
+    }
+
+    /// Finishes the routes with the default wrapper chain: tracing through the global
+    /// tracer provider. [`crate::Service`] replaces it with the service's own chain.
+    pub fn build(self) -> Routes {
+        Routes {
+            inner: Arc::new(Inner {
+                service: self.service,
+                methods: self.methods,
+                wrappers: crate::trace::default_handler_wrappers(),
+            }),
+        }
+    }
+}
+
+async fn respond_message<Resp: Send + 'static>(
+    fut: impl Future<Output = Result<Resp, Status>>,
+) -> Result<Response, Status> {
+    Ok(Response {
+        body: Body::message(fut.await?),
+    })
+}
+
+async fn respond_stream<Resp: Send + 'static>(
+    fut: impl Future<Output = Result<ResponseStream<Resp>, Status>>,
+) -> Result<Response, Status> {
+    Ok(Response {
+        body: Body::stream(fut.await?),
+    })
+}
+
+/// The innermost step on the server: calls the user's handler with the call's context
+/// attached, so spans the handler opens nest under the server span.
+struct HandlerEndpoint<F>(F);
+
+impl<F, Fut> HandlerEndpoint<F>
+where
+    F: Fn(Context, Body) -> Result<Fut, Status> + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response, Status>> + Send + 'static,
+{
+    fn new(f: F) -> Arc<dyn Endpoint> {
+        Arc::new(Self(f))
+    }
+}
+
+impl<F, Fut> Endpoint for HandlerEndpoint<F>
+where
+    F: Fn(Context, Body) -> Result<Fut, Status> + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response, Status>> + Send + 'static,
+{
+    fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
+        let task_cx = req.ctx.task_context();
+        match (self.0)(req.ctx, req.body) {
+            Ok(fut) => Box::pin(fut.with_context(task_cx)),
+            Err(status) => Box::pin(std::future::ready(Err(status))),
+        }
+    }
+}
+
+/// Everything needed to run one call through the wrappers to the handler.
+struct Chain {
+    method: &'static Method,
+    wrappers: Wrappers,
+    endpoint: Arc<dyn Endpoint>,
+}
+
+impl Chain {
+    /// Builds the [`Context`] from the incoming request and runs wrappers and handler,
+    /// bounded by the caller's deadline.
+    fn run<T>(&self, request: tonic::Request<T>, body: impl FnOnce(T) -> Body) -> BoxFuture<Result<Response, Status>> {
+        let (metadata, extensions, message) = request.into_parts();
+        let deadline = deadline::from_metadata(&metadata);
+        let mut ctx = Context::new(self.method, metadata);
+        ctx.set_deadline(deadline);
+        if let Some(conn) = extensions.get::<Arc<ConnInfo>>() {
+            ctx.set_remote_addr(Some(conn.peer));
+            ctx.set_server_address(conn.local.clone());
+            ctx.set_client_address(Some(conn.client.clone()));
+        }
+        let fut = self.wrappers.run(
+            self.endpoint.clone(),
+            Request {
+                ctx,
+                body: body(message),
+            },
+        );
+        match deadline {
+            Some(deadline) => Box::pin(deadline::bound(deadline, fut)),
+            None => fut,
+        }
+    }
+}
+
+/// Turns an HTTP/2 request into a typed tonic call for one RPC kind.
+trait Dispatch: Send + Sync + 'static {
+    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>>;
+}
+
+struct UnaryDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+struct ServerStreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+struct ClientStreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+struct StreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+
+fn codec<Req, Resp>() -> Grpc<ProstCodec<Resp, Req>>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    Grpc::new(ProstCodec::default())
+}
+
+impl<Req, Resp> Dispatch for UnaryDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::message, |r: Response| r.body.into_message::<Resp>());
+        Box::pin(async move { codec::<Req, Resp>().unary(call, req).await })
+    }
+}
+
+impl<Req, Resp> Dispatch for ServerStreamingDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::message, |r: Response| Ok(Streaming::<Resp>::new(r.body.into_stream()?)));
+        Box::pin(async move { codec::<Req, Resp>().server_streaming(call, req).await })
+    }
+}
+
+impl<Req, Resp> Dispatch for ClientStreamingDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| r.body.into_message::<Resp>());
+        Box::pin(async move { codec::<Req, Resp>().client_streaming(call, req).await })
+    }
+}
+
+impl<Req, Resp> Dispatch for StreamingDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| Ok(Streaming::<Resp>::new(r.body.into_stream()?)));
+        Box::pin(async move { codec::<Req, Resp>().streaming(call, req).await })
+    }
+}
+
+/// The tower service tonic's `Grpc` calls with the decoded request: erases the input,
+/// runs the [`Chain`], and types the output again.
+struct ChainCall<In, Out> {
+    chain: Chain,
+    input: fn(In) -> Body,
+    output: fn(Response) -> Result<Out, Status>,
+}
+
+impl<In, Out> ChainCall<In, Out> {
+    fn new(chain: Chain, input: fn(In) -> Body, output: fn(Response) -> Result<Out, Status>) -> Self {
+        Self { chain, input, output }
+    }
+}
+
+impl<In, Out: 'static> tower_service::Service<tonic::Request<In>> for ChainCall<In, Out> {
+    type Response = tonic::Response<Out>;
+    type Error = Status;
+    type Future = BoxFuture<Result<tonic::Response<Out>, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<In>) -> Self::Future {
+        let fut = self.chain.run(request, self.input);
+        let output = self.output;
+        Box::pin(async move { output(fut.await?).map(tonic::Response::new) })
+    }
+}

@@ -1,0 +1,365 @@
+//! [`Service`]: a named service with its server, client, registry and wrappers, and its
+//! life cycle (register with TTL and heartbeat, serve, deregister, drain, flush).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::registry::{MemoryRegistry, Node, Registry, RegistryError};
+use crate::selector::{Random, Selector};
+use crate::server::{Router, Routes, RunningServer};
+use crate::trace::Tracing;
+use crate::wrapper::{Wrapper, Wrappers};
+
+/// Why a service could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("binding {address}: {source}")]
+    Bind {
+        /// The address asked for.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Registering or deregistering failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Waiting for a shutdown signal failed.
+    #[error("listening for shutdown signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A microservice: serves registered handlers and makes calls, with tracing built in.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    version: String,
+    address: String,
+    registry: Arc<dyn Registry>,
+    handler_wrappers: Wrappers,
+    client: Client,
+    router: Mutex<Router>,
+    register_ttl: Duration,
+    register_interval: Duration,
+    grace_period: Duration,
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Service {
+    /// Configures a service registered as `name` (e.g. `user.service`).
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder {
+            name: name.into(),
+            version: "latest".into(),
+            address: "127.0.0.1:0".into(),
+            registry: Arc::new(MemoryRegistry::global()),
+            selector: Arc::new(Random),
+            handler_wrappers: Vec::new(),
+            call_wrappers: Vec::new(),
+            tracing: true,
+            tracer_provider: None,
+            register_ttl: Duration::from_secs(90),
+            register_interval: Duration::from_secs(30),
+            grace_period: Duration::from_secs(30),
+            timeout: None,
+        }
+    }
+
+    /// The registry name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The version registered with each node.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// A client sharing this service's registry, selector and call wrappers.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    /// Serves `routes` (what generated `register_*_handler` functions call), behind this
+    /// service's handler wrappers. Takes effect at the next [`Service::start`].
+    pub fn handle(&self, routes: impl Into<Routes>) {
+        let routes = routes.into().with_wrappers(self.inner.handler_wrappers.clone());
+        self.inner.router.lock().unwrap_or_else(|e| e.into_inner()).add(routes);
+    }
+
+    /// Binds, registers the node and serves until [`RunningService::stop`].
+    pub async fn start(&self) -> Result<RunningService, Error> {
+        let inner = self.inner.clone();
+        let router = inner.router.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let server = RunningServer::start(&inner.address, router, inner.grace_period)
+            .await
+            .map_err(|source| Error::Bind {
+                address: inner.address.clone(),
+                source,
+            })?;
+        let node = Node {
+            id: format!("{}-{:016x}", inner.name, rand::rng().random::<u64>()),
+            address: advertised(server.local_addr()),
+            metadata: BTreeMap::from([
+                ("version".to_owned(), inner.version.clone()),
+                ("transport".to_owned(), "grpc".to_owned()),
+            ]),
+        };
+        if let Err(e) = inner.registry.register(&inner.name, &node, inner.register_ttl).await {
+            server.stop().await;
+            return Err(e.into());
+        }
+        let heartbeat = tokio::spawn(heartbeat(inner.clone(), node.clone()));
+        tracing::info!(service = %inner.name, address = %node.address, "service started");
+        Ok(RunningService {
+            inner,
+            node,
+            server,
+            heartbeat,
+        })
+    }
+
+    /// Starts, serves until Ctrl-C or SIGTERM, then stops gracefully.
+    pub async fn run(&self) -> Result<(), Error> {
+        let running = self.start().await?;
+        shutdown_signal().await.map_err(Error::Signal)?;
+        running.stop().await
+    }
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.inner.name)
+            .field("version", &self.inner.version)
+            .field("address", &self.inner.address)
+            .finish()
+    }
+}
+
+/// The address other processes reach a node at: an unspecified bind address
+/// (`0.0.0.0`, `::`) is advertised as loopback.
+fn advertised(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if local.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, local.port()).to_string()
+    } else {
+        local.to_string()
+    }
+}
+
+async fn heartbeat(inner: Arc<Inner>, node: Node) {
+    let mut interval = tokio::time::interval(inner.register_interval);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if let Err(e) = inner.registry.register(&inner.name, &node, inner.register_ttl).await {
+            tracing::warn!(service = %inner.name, error = %e, "re-registering failed; will retry");
+        }
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+/// A started service.
+pub struct RunningService {
+    inner: Arc<Inner>,
+    node: Node,
+    server: RunningServer,
+    heartbeat: JoinHandle<()>,
+}
+
+impl RunningService {
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The node registered for this instance.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Deregisters, stops accepting, waits for in-flight calls (up to the grace period) and
+    /// flushes spans.
+    pub async fn stop(self) -> Result<(), Error> {
+        self.heartbeat.abort();
+        let deregistered = self.inner.registry.deregister(&self.inner.name, &self.node.id).await;
+        self.server.stop().await;
+        if let Some(provider) = self.inner.tracer_provider.clone() {
+            let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "flushing spans at shutdown failed");
+            }
+        }
+        tracing::info!(service = %self.inner.name, "service stopped");
+        deregistered.map_err(Error::from)
+    }
+}
+
+impl std::fmt::Debug for RunningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningService")
+            .field("local_addr", &self.local_addr())
+            .field("node", &self.node.id)
+            .finish()
+    }
+}
+
+/// Configures a [`Service`].
+pub struct ServiceBuilder {
+    name: String,
+    version: String,
+    address: String,
+    registry: Arc<dyn Registry>,
+    selector: Arc<dyn Selector>,
+    handler_wrappers: Vec<Arc<dyn Wrapper>>,
+    call_wrappers: Vec<Arc<dyn Wrapper>>,
+    tracing: bool,
+    tracer_provider: Option<SdkTracerProvider>,
+    register_ttl: Duration,
+    register_interval: Duration,
+    grace_period: Duration,
+    timeout: Option<Duration>,
+}
+
+impl ServiceBuilder {
+    /// Version registered with each node (default `latest`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Listen address (default `127.0.0.1:0`: loopback, any free port).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
+    /// Registry to register in and look services up (default: process-wide in-memory).
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registry = Arc::new(registry);
+        self
+    }
+
+    /// How the client picks nodes (default: random).
+    pub fn selector(mut self, selector: impl Selector) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// Adds a handler wrapper; wrappers run in the order added, inside tracing.
+    pub fn wrap_handler(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
+        self.handler_wrappers.push(wrapper);
+        self
+    }
+
+    /// Adds a call wrapper for the service's client; in the order added, inside tracing.
+    pub fn wrap_call(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
+        self.call_wrappers.push(wrapper);
+        self
+    }
+
+    /// Turns the built-in tracing wrappers on (default) or off.
+    pub fn tracing(mut self, enabled: bool) -> Self {
+        self.tracing = enabled;
+        self
+    }
+
+    /// Traces through `provider` (flushed at shutdown) instead of the global provider.
+    pub fn tracer_provider(mut self, provider: SdkTracerProvider) -> Self {
+        self.tracer_provider = Some(provider);
+        self
+    }
+
+    /// How long a registration lives without a heartbeat (default 90 s).
+    pub fn register_ttl(mut self, ttl: Duration) -> Self {
+        self.register_ttl = ttl;
+        self
+    }
+
+    /// How often the node re-registers (default 30 s).
+    pub fn register_interval(mut self, interval: Duration) -> Self {
+        self.register_interval = interval;
+        self
+    }
+
+    /// How long shutdown waits for in-flight calls (default 30 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// Default timeout of calls made by the service's client.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the service.
+    pub fn build(self) -> Service {
+        let tracing = self.tracing.then(|| match &self.tracer_provider {
+            Some(provider) => Tracing::new(provider),
+            None => Tracing::global(),
+        });
+        let handler_wrappers = tracing
+            .as_ref()
+            .map(Tracing::server)
+            .into_iter()
+            .chain(self.handler_wrappers)
+            .collect();
+        let mut client = Client::builder()
+            .registry(self.registry.clone())
+            .selector(self.selector)
+            .tracing(tracing);
+        for wrapper in self.call_wrappers {
+            client = client.wrap_call(wrapper);
+        }
+        if let Some(timeout) = self.timeout {
+            client = client.timeout(timeout);
+        }
+        Service {
+            inner: Arc::new(Inner {
+                name: self.name,
+                version: self.version,
+                address: self.address,
+                registry: self.registry,
+                handler_wrappers: Wrappers::new(handler_wrappers),
+                client: client.build(),
+                router: Mutex::new(Router::default()),
+                register_ttl: self.register_ttl,
+                register_interval: self.register_interval,
+                grace_period: self.grace_period,
+                tracer_provider: self.tracer_provider,
+            }),
+        }
+    }
+}

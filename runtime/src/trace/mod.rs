@@ -1,0 +1,247 @@
+//! Tracing wrappers: a SERVER span around every handler and a CLIENT span around every
+//! call, following the OpenTelemetry RPC conventions, with W3C context in gRPC metadata.
+//!
+//! Both are ordinary [`Wrapper`]s, registered first (outermost) by [`crate::Service`].
+//! A stream gets one span for its whole life, ended when the stream ends.
+
+pub mod propagation;
+pub mod semconv;
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::Stream;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanKind, Status as SpanStatus, TraceContextExt, Tracer as _, TracerProvider};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use tonic::Status;
+
+use crate::context::{Context, NetAddress};
+use crate::wrapper::{Body, BoxFuture, MessageStream, Next, Request, Response, Wrapper, Wrappers};
+use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
+
+/// Where spans go and how context crosses the wire: shared by the server and client
+/// tracing wrappers of one service.
+#[derive(Clone)]
+pub struct Tracing {
+    tracer: Arc<BoxedTracer>,
+    propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+}
+
+impl Tracing {
+    /// Spans through `provider`, with W3C trace context and baggage propagation.
+    pub fn new<P>(provider: &P) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
+    {
+        let tracer = provider.tracer_with_scope(scope());
+        Self {
+            tracer: Arc::new(BoxedTracer::new(Box::new(tracer))),
+            propagator: default_propagator(),
+        }
+    }
+
+    /// Spans through the global tracer provider as it is now.
+    pub fn global() -> Self {
+        Self {
+            tracer: Arc::new(opentelemetry::global::tracer_with_scope(scope())),
+            propagator: default_propagator(),
+        }
+    }
+
+    /// Uses another propagator (e.g. B3) instead of W3C trace context and baggage.
+    pub fn with_propagator(mut self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
+        self.propagator = propagator;
+        self
+    }
+
+    /// The wrapper that opens a SERVER span around each handler.
+    pub fn server(&self) -> Arc<dyn Wrapper> {
+        Arc::new(ServerTracing(self.clone()))
+    }
+
+    /// The wrapper that opens a CLIENT span around each call.
+    pub fn client(&self) -> Arc<dyn Wrapper> {
+        Arc::new(ClientTracing(self.clone()))
+    }
+}
+
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracing")
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("micro-otel")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// Handler wrappers used when routes are served outside a [`crate::Service`]: tracing
+/// through the global provider.
+pub(crate) fn default_handler_wrappers() -> Wrappers {
+    Wrappers::new(vec![Tracing::global().server()])
+}
+
+/// Which end of the call a span describes; decides which status codes are errors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+struct ServerTracing(Tracing);
+
+impl Wrapper for ServerTracing {
+    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Result<Response, Status>> {
+        let parent = self.0.propagator.extract(&MetadataExtractor(req.ctx.metadata()));
+        let cx = start_span(&self.0, &req.ctx, SpanKind::Server, parent);
+        req.ctx.set_otel(cx.clone());
+        req.ctx.set_tracer(self.0.tracer.clone());
+        let fut = next.run(req).with_context(cx.clone());
+        Box::pin(async move { finish(cx, Side::Server, fut.await) })
+    }
+}
+
+struct ClientTracing(Tracing);
+
+impl Wrapper for ClientTracing {
+    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Result<Response, Status>> {
+        let parent = req.ctx.otel().clone();
+        let cx = start_span(&self.0, &req.ctx, SpanKind::Client, parent);
+        self.0
+            .propagator
+            .inject_context(&cx, &mut MetadataInjector(req.ctx.metadata_mut()));
+        req.ctx.set_otel(cx.clone());
+        req.ctx.set_tracer(self.0.tracer.clone());
+        let fut = next.run(req).with_context(cx.clone());
+        Box::pin(async move { finish(cx, Side::Client, fut.await) })
+    }
+}
+
+/// Starts the call's span under `parent`, with the attributes samplers may look at.
+fn start_span(
+    tracing: &Tracing,
+    ctx: &Context,
+    kind: SpanKind,
+    parent: opentelemetry::Context,
+) -> opentelemetry::Context {
+    let name = ctx.method().full_name();
+    let mut attributes = Vec::with_capacity(6);
+    attributes.push(KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC));
+    attributes.push(KeyValue::new(semconv::RPC_METHOD, name));
+    push_address(&mut attributes, ctx.server_address(), semconv::SERVER_ADDRESS, semconv::SERVER_PORT);
+    push_address(&mut attributes, ctx.client_address(), semconv::CLIENT_ADDRESS, semconv::CLIENT_PORT);
+    let span = tracing
+        .tracer
+        .span_builder(Cow::Borrowed(name))
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracing.tracer.as_ref(), &parent);
+    parent.with_span(span)
+}
+
+fn push_address(attributes: &mut Vec<KeyValue>, addr: Option<&NetAddress>, host_key: &'static str, port_key: &'static str) {
+    if let Some(addr) = addr {
+        attributes.push(KeyValue::new(host_key, Value::String(addr.host.clone().into())));
+        if let Some(port) = addr.port {
+            attributes.push(KeyValue::new(port_key, i64::from(port)));
+        }
+    }
+}
+
+/// Ends the span of a finished call, or hands it to the response stream to end later.
+fn finish(cx: opentelemetry::Context, side: Side, result: Result<Response, Status>) -> Result<Response, Status> {
+    match result {
+        Ok(Response { body: Body::Stream(stream) }) => Ok(Response {
+            body: Body::Stream(Box::pin(TracedStream {
+                inner: stream,
+                cx,
+                side,
+                ended: false,
+            })),
+        }),
+        Ok(response) => {
+            end_span(&cx, side, None);
+            Ok(response)
+        }
+        Err(status) => {
+            end_span(&cx, side, Some(&status));
+            Err(status)
+        }
+    }
+}
+
+/// Records the outcome on the span and ends it.
+fn end_span(cx: &opentelemetry::Context, side: Side, error: Option<&Status>) {
+    let span = cx.span();
+    match error {
+        None => span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, "OK")),
+        Some(status) => {
+            let code = semconv::code_name(status.code());
+            span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, code));
+            if side == Side::Client || semconv::is_server_error(status.code()) {
+                span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, code));
+                span.set_status(SpanStatus::error(status.message().to_owned()));
+                span.add_event(
+                    "exception",
+                    vec![
+                        KeyValue::new("exception.type", code),
+                        KeyValue::new("exception.message", status.message().to_owned()),
+                    ],
+                );
+            }
+        }
+    }
+    span.end();
+}
+
+/// A response stream that keeps its call's span open until the stream ends, and polls the
+/// inner stream inside the call's context.
+struct TracedStream {
+    inner: MessageStream,
+    cx: opentelemetry::Context,
+    side: Side,
+    ended: bool,
+}
+
+impl Stream for TracedStream {
+    type Item = Result<crate::wrapper::Message, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let item = {
+            let _guard = self.cx.clone().attach();
+            self.inner.as_mut().poll_next(task)
+        };
+        match &item {
+            Poll::Ready(None) => {
+                self.ended = true;
+                end_span(&self.cx, self.side, None);
+            }
+            Poll::Ready(Some(Err(status))) => {
+                self.ended = true;
+                end_span(&self.cx, self.side, Some(status));
+            }
+            _ => {}
+        }
+        item
+    }
+}
+
+impl Drop for TracedStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            end_span(&self.cx, self.side, Some(&Status::cancelled("stream dropped before its end")));
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! W3C `traceparent`, `tracestate` and `baggage` in gRPC metadata.
+
+use std::sync::{Arc, LazyLock};
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+
+/// The propagator the wrappers use unless told otherwise: W3C trace context and baggage.
+/// Held by each wrapper, so the hot path takes no global lock.
+pub fn default_propagator() -> Arc<dyn TextMapPropagator + Send + Sync> {
+    static DEFAULT: LazyLock<Arc<dyn TextMapPropagator + Send + Sync>> = LazyLock::new(|| {
+        Arc::new(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]))
+    });
+    DEFAULT.clone()
+}
+
+/// Reads propagation headers from gRPC metadata.
+pub struct MetadataExtractor<'a>(pub &'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .map(|k| match k {
+                KeyRef::Ascii(k) => k.as_str(),
+                KeyRef::Binary(k) => k.as_str(),
+            })
+            .collect()
+    }
+}
+
+/// Writes propagation headers into gRPC metadata; values that are not valid header text
+/// are skipped rather than failing the call.
+pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
