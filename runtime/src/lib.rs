@@ -41,6 +41,7 @@ pub mod codegen {
     pub use std::sync::Arc;
     pub use std::task::{Context, Poll};
 
+    pub use http;
     pub use tonic::body::Body;
     pub use tonic::server::NamedService;
     pub use tower_service::Service;

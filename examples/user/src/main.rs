@@ -1,1 +1,4 @@
+mod user {
+    include!(concat!(env!("OUT_DIR"), "/user.rs"));
+}
 fn main() {}

@@ -1,0 +1,71 @@
+//! Everything that can go wrong while generating, each naming the file, element or value.
+
+use std::path::PathBuf;
+
+/// A generation error; its message names the offending file, element, option or value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An option key the generator does not know.
+    #[error("unknown option `{key}` (known: {known})")]
+    UnknownOption {
+        /// The key given.
+        key: String,
+        /// The keys that exist.
+        known: &'static str,
+    },
+    /// An option with a value that cannot be used.
+    #[error("option `{key}={value}`: {reason}")]
+    BadOption {
+        /// The option key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// A `.proto` file could not be read or parsed.
+    #[error("{0}")]
+    Parse(#[from] Box<protox::Error>),
+    /// Reading a template or writing an output file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Two generated items would get the same Rust name.
+    #[error("{file}: {element} would generate `{name}`, which {other}; rename one of them")]
+    NameClash {
+        /// The proto file declaring the element.
+        file: String,
+        /// The element, e.g. ``service `user.User` ``.
+        element: String,
+        /// The Rust name both would use.
+        name: String,
+        /// What already uses the name.
+        other: String,
+    },
+    /// A template failed to load or render.
+    #[error("template `{name}`: {message}")]
+    Template {
+        /// The template file name.
+        name: String,
+        /// Tera's explanation, with its causes.
+        message: String,
+    },
+    /// Generated code did not parse as Rust (a bug, or a broken custom template).
+    #[error("generated code for `{file}` is not valid Rust: {message}")]
+    Format {
+        /// The output file.
+        file: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// prost-build rejected the descriptors.
+    #[error("generating messages: {0}")]
+    Prost(std::io::Error),
+    /// The protoc request could not be decoded.
+    #[error("reading the CodeGeneratorRequest from protoc: {0}")]
+    Request(#[from] prost::DecodeError),
+}
