@@ -22,6 +22,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter as OtlpExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -167,7 +168,13 @@ impl TelemetryBuilder {
                 Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
                 Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
             ]));
-            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("micro-otel"));
+            // INFO and above unless RUST_LOG says otherwise: keeps hyper's and h2's debug
+            // spans out of traces.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("micro-otel"))
+                .with_filter(filter);
             // Another subscriber may be installed already; then `tracing` spans go there.
             let _ = tracing_subscriber::registry().with(layer).try_init();
         }

@@ -241,7 +241,7 @@ impl Stream for TracedStream {
 impl Drop for TracedStream {
     fn drop(&mut self) {
         if !self.ended {
-            end_span(&self.cx, self.side, Some(&Status::cancelled("stream dropped before its end")));
+            end_span(&self.cx, self.side, Some(&Status::cancelled("cancelled by the caller: stream dropped before its end")));
         }
     }
 }
