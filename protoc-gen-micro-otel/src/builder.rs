@@ -64,23 +64,33 @@ impl Builder {
 
     /// Parses `protos` (searching `includes` for imports) and returns the generated files
     /// without writing them.
-    pub fn generate(&self, protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<Vec<GeneratedFile>, Error> {
+    pub fn generate(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<Vec<GeneratedFile>, Error> {
         Ok(self.parse_and_generate(protos, includes)?.0)
     }
 
     /// Generates into the output folder and tells cargo to rerun when any proto read changes.
-    pub fn compile(&self, protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<(), Error> {
+    pub fn compile(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
         let (files, read) = self.parse_and_generate(protos, includes)?;
         for path in read {
             println!("cargo:rerun-if-changed={}", path.display());
         }
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
-            None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| Error::BadOption {
-                key: "out_dir".into(),
-                value: String::new(),
-                reason: "OUT_DIR is not set; call from build.rs or set out_dir".into(),
-            })?,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| Error::BadOption {
+                    key: "out_dir".into(),
+                    value: String::new(),
+                    reason: "OUT_DIR is not set; call from build.rs or set out_dir".into(),
+                })?,
         };
         std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
             path: out_dir.clone(),

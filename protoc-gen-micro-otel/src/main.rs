@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     let request = match CodeGeneratorRequest::decode(input.as_slice()) {
         Ok(request) => request,
         Err(e) => {
-            eprintln!("protoc-gen-micro-otel: {}", protoc_gen_micro_otel::Error::from(e));
+            eprintln!(
+                "protoc-gen-micro-otel: {}",
+                protoc_gen_micro_otel::Error::from(e)
+            );
             return ExitCode::FAILURE;
         }
     };

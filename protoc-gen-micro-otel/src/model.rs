@@ -71,7 +71,11 @@ const CLIENT_OWN_METHODS: &[&str] = &["new"];
 
 impl ServiceModel {
     /// Builds the model, claiming every top-level name in `names`.
-    pub(crate) fn new(service: &Service, file: &str, names: &mut Names) -> Result<Self, crate::Error> {
+    pub(crate) fn new(
+        service: &Service,
+        file: &str,
+        names: &mut Names,
+    ) -> Result<Self, crate::Error> {
         let full_name = if service.package.is_empty() {
             service.proto_name.clone()
         } else {
@@ -91,7 +95,13 @@ impl ServiceModel {
             methods: methods(service, &full_name, file)?,
             full_name,
         };
-        for name in [&model.handler, &model.server, &model.client, &model.register_fn, &model.methods_mod] {
+        for name in [
+            &model.handler,
+            &model.server,
+            &model.client,
+            &model.register_fn,
+            &model.methods_mod,
+        ] {
             names
                 .claim(&service.package, name, &format!("{element} in {file}"))
                 .map_err(|other| crate::Error::NameClash {
@@ -105,7 +115,11 @@ impl ServiceModel {
     }
 }
 
-fn methods(service: &Service, full_name: &str, file: &str) -> Result<Vec<MethodModel>, crate::Error> {
+fn methods(
+    service: &Service,
+    full_name: &str,
+    file: &str,
+) -> Result<Vec<MethodModel>, crate::Error> {
     let mut seen = HashSet::new();
     let mut consts = HashSet::new();
     service
@@ -120,13 +134,22 @@ fn methods(service: &Service, full_name: &str, file: &str) -> Result<Vec<MethodM
                 other,
             };
             if !seen.insert(model.name.clone()) {
-                return Err(clash(&model.name, "another rpc of the service also uses".into()));
+                return Err(clash(
+                    &model.name,
+                    "another rpc of the service also uses".into(),
+                ));
             }
             if !consts.insert(model.const_name.clone()) {
-                return Err(clash(&model.const_name, "another rpc of the service also uses".into()));
+                return Err(clash(
+                    &model.const_name,
+                    "another rpc of the service also uses".into(),
+                ));
             }
             if CLIENT_OWN_METHODS.contains(&model.name.as_str()) {
-                return Err(clash(&model.name, "the generated client's constructor uses".into()));
+                return Err(clash(
+                    &model.name,
+                    "the generated client's constructor uses".into(),
+                ));
             }
             Ok(model)
         })
@@ -135,11 +158,27 @@ fn methods(service: &Service, full_name: &str, file: &str) -> Result<Vec<MethodM
 
 impl MethodModel {
     fn new(method: &Method, service_full_name: &str) -> Self {
-        let (kind, kind_doc, route, call) = match (method.client_streaming, method.server_streaming) {
+        let (kind, kind_doc, route, call) = match (method.client_streaming, method.server_streaming)
+        {
             (false, false) => ("Unary", "unary", "unary", "unary"),
-            (false, true) => ("ServerStreaming", "server streaming", "server_streaming", "server_streaming"),
-            (true, false) => ("ClientStreaming", "client streaming", "client_streaming", "client_streaming"),
-            (true, true) => ("BidiStreaming", "bidirectional streaming", "streaming", "streaming"),
+            (false, true) => (
+                "ServerStreaming",
+                "server streaming",
+                "server_streaming",
+                "server_streaming",
+            ),
+            (true, false) => (
+                "ClientStreaming",
+                "client streaming",
+                "client_streaming",
+                "client_streaming",
+            ),
+            (true, true) => (
+                "BidiStreaming",
+                "bidirectional streaming",
+                "streaming",
+                "streaming",
+            ),
         };
         use prost_types::method_options::IdempotencyLevel;
         let idempotent = matches!(
@@ -157,7 +196,11 @@ impl MethodModel {
             kind_doc,
             route,
             call,
-            request_arg: if method.client_streaming { "requests" } else { "request" },
+            request_arg: if method.client_streaming {
+                "requests"
+            } else {
+                "request"
+            },
             client_streaming: method.client_streaming,
             server_streaming: method.server_streaming,
             idempotent,

@@ -16,16 +16,25 @@ impl Names {
     pub(crate) fn of_messages(files: &[FileDescriptorProto]) -> Self {
         let mut names = Self::default();
         for file in files {
-            let taken = names.by_package.entry(file.package().to_owned()).or_default();
+            let taken = names
+                .by_package
+                .entry(file.package().to_owned())
+                .or_default();
             for message in &file.message_type {
                 let what = format!("message `{}` in {}", message.name(), file.name());
                 taken.insert(upper_camel(message.name()), what.clone());
                 if has_nested_module(message) {
-                    taken.insert(message.name().to_snake_case(), format!("the module of {what}"));
+                    taken.insert(
+                        message.name().to_snake_case(),
+                        format!("the module of {what}"),
+                    );
                 }
             }
             for e in &file.enum_type {
-                taken.insert(upper_camel(e.name()), format!("enum `{}` in {}", e.name(), file.name()));
+                taken.insert(
+                    upper_camel(e.name()),
+                    format!("enum `{}` in {}", e.name(), file.name()),
+                );
             }
         }
         names
@@ -53,15 +62,13 @@ pub(crate) fn upper_camel(name: &str) -> String {
 /// Whether prost-build emits a `snake_case` module for a message's nested items.
 fn has_nested_module(message: &DescriptorProto) -> bool {
     let is_map_entry = |m: &DescriptorProto| m.options.as_ref().is_some_and(|o| o.map_entry());
-    let real_oneofs = message
-        .oneof_decl
-        .iter()
-        .enumerate()
-        .any(|(i, _)| {
-            message
-                .field
-                .iter()
-                .any(|f| f.oneof_index == Some(i as i32) && !f.proto3_optional())
-        });
-    !message.enum_type.is_empty() || message.nested_type.iter().any(|m| !is_map_entry(m)) || real_oneofs
+    let real_oneofs = message.oneof_decl.iter().enumerate().any(|(i, _)| {
+        message
+            .field
+            .iter()
+            .any(|f| f.oneof_index == Some(i as i32) && !f.proto3_optional())
+    });
+    !message.enum_type.is_empty()
+        || message.nested_type.iter().any(|m| !is_map_entry(m))
+        || real_oneofs
 }

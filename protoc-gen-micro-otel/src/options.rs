@@ -39,7 +39,11 @@ impl Options {
     /// Parses protoc's parameter string: comma-separated `key=value` pairs.
     pub fn parse(parameter: &str) -> Result<Self, Error> {
         let mut options = Self::default();
-        for pair in parameter.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for pair in parameter
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             options.set(key.trim(), value.trim())?;
         }
@@ -103,14 +107,19 @@ mod tests {
         .unwrap();
         assert_eq!(o.templates, Some(PathBuf::from("tpl")));
         assert_eq!(o.include_file.as_deref(), Some("mod.rs"));
-        assert_eq!(o.extern_paths, [(".common".to_string(), "::common".to_string())]);
+        assert_eq!(
+            o.extern_paths,
+            [(".common".to_string(), "::common".to_string())]
+        );
         assert_eq!(o.bytes, ["."]);
         assert_eq!(o.runtime_path, "::mo");
     }
 
     #[test]
     fn an_unknown_key_is_named_in_the_error() {
-        let err = Options::parse("include_file=mod.rs,flavour=mint").unwrap_err().to_string();
+        let err = Options::parse("include_file=mod.rs,flavour=mint")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`flavour`"), "{err}");
         assert!(err.contains("include_file"), "{err}");
     }

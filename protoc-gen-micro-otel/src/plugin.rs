@@ -8,7 +8,8 @@ use crate::options::Options;
 
 /// Answers one request. Errors go into the response, where protoc reports them.
 pub fn respond(request: &CodeGeneratorRequest) -> CodeGeneratorResponse {
-    let result = Options::parse(request.parameter()).and_then(|options| generate(&request.proto_file, &options));
+    let result = Options::parse(request.parameter())
+        .and_then(|options| generate(&request.proto_file, &options));
     let mut response = CodeGeneratorResponse {
         supported_features: Some(Feature::Proto3Optional as u64),
         ..Default::default()

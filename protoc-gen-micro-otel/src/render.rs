@@ -9,11 +9,26 @@ use crate::model::ServiceModel;
 
 /// The embedded templates, by file name.
 const EMBEDDED: &[(&str, &str)] = &[
-    ("service.rs.tera", include_str!("../../templates/service.rs.tera")),
-    ("methods.rs.tera", include_str!("../../templates/methods.rs.tera")),
-    ("handler.rs.tera", include_str!("../../templates/handler.rs.tera")),
-    ("server.rs.tera", include_str!("../../templates/server.rs.tera")),
-    ("client.rs.tera", include_str!("../../templates/client.rs.tera")),
+    (
+        "service.rs.tera",
+        include_str!("../../templates/service.rs.tera"),
+    ),
+    (
+        "methods.rs.tera",
+        include_str!("../../templates/methods.rs.tera"),
+    ),
+    (
+        "handler.rs.tera",
+        include_str!("../../templates/handler.rs.tera"),
+    ),
+    (
+        "server.rs.tera",
+        include_str!("../../templates/server.rs.tera"),
+    ),
+    (
+        "client.rs.tera",
+        include_str!("../../templates/client.rs.tera"),
+    ),
 ];
 
 /// The entry template rendered once per service.
@@ -28,16 +43,27 @@ pub(crate) struct Renderer {
 impl Renderer {
     /// The embedded templates, each replaced by a file of the same name in `dir` if given.
     pub(crate) fn new(dir: Option<&Path>, runtime_path: &str) -> Result<Self, Error> {
-        let mut templates: Vec<(String, String)> =
-            EMBEDDED.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+        let mut templates: Vec<(String, String)> = EMBEDDED
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
                 path: dir.into(),
                 source,
             })?;
             for entry in entries {
-                let path = entry.map_err(|source| Error::Io { path: dir.into(), source })?.path();
-                let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|n| n.ends_with(".tera")) else {
+                let path = entry
+                    .map_err(|source| Error::Io {
+                        path: dir.into(),
+                        source,
+                    })?
+                    .path();
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .filter(|n| n.ends_with(".tera"))
+                else {
                     continue;
                 };
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
@@ -53,7 +79,8 @@ impl Renderer {
         }
         let mut tera = Tera::default();
         tera.autoescape_on(Vec::new());
-        tera.add_raw_templates(templates).map_err(|e| template_error("(loading)", &e))?;
+        tera.add_raw_templates(templates)
+            .map_err(|e| template_error("(loading)", &e))?;
         Ok(Self {
             tera,
             runtime_path: runtime_path.to_owned(),
@@ -65,7 +92,9 @@ impl Renderer {
         let mut context = tera::Context::new();
         context.insert("service", service);
         context.insert("rt", &self.runtime_path);
-        self.tera.render(ENTRY, &context).map_err(|e| template_error(ENTRY, &e))
+        self.tera
+            .render(ENTRY, &context)
+            .map_err(|e| template_error(ENTRY, &e))
     }
 }
 

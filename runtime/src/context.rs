@@ -148,7 +148,9 @@ impl Context {
     pub fn span(&self, name: &'static str) -> BoxedSpan {
         match &self.tracer {
             Some(tracer) => tracer.start_with_context(name, &self.otel),
-            None => opentelemetry::global::tracer("micro-otel").start_with_context(name, &self.otel),
+            None => {
+                opentelemetry::global::tracer("micro-otel").start_with_context(name, &self.otel)
+            }
         }
     }
 

@@ -16,12 +16,18 @@ pub enum MethodKind {
 impl MethodKind {
     /// Whether the server answers with a stream.
     pub fn server_streams(self) -> bool {
-        matches!(self, MethodKind::ServerStreaming | MethodKind::BidiStreaming)
+        matches!(
+            self,
+            MethodKind::ServerStreaming | MethodKind::BidiStreaming
+        )
     }
 
     /// Whether the client sends a stream.
     pub fn client_streams(self) -> bool {
-        matches!(self, MethodKind::ClientStreaming | MethodKind::BidiStreaming)
+        matches!(
+            self,
+            MethodKind::ClientStreaming | MethodKind::BidiStreaming
+        )
     }
 }
 

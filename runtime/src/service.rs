@@ -94,14 +94,24 @@ impl Service {
     /// Serves `routes` (what generated `register_*_handler` functions call), behind this
     /// service's handler wrappers. Takes effect at the next [`Service::start`].
     pub fn handle(&self, routes: impl Into<Routes>) {
-        let routes = routes.into().with_wrappers(self.inner.handler_wrappers.clone());
-        self.inner.router.lock().unwrap_or_else(|e| e.into_inner()).add(routes);
+        let routes = routes
+            .into()
+            .with_wrappers(self.inner.handler_wrappers.clone());
+        self.inner
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(routes);
     }
 
     /// Binds, registers the node and serves until [`RunningService::stop`].
     pub async fn start(&self) -> Result<RunningService, Error> {
         let inner = self.inner.clone();
-        let router = inner.router.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let router = inner
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let server = RunningServer::start(&inner.address, router, inner.grace_period)
             .await
             .map_err(|source| Error::Bind {
@@ -116,7 +126,11 @@ impl Service {
                 ("transport".to_owned(), "grpc".to_owned()),
             ]),
         };
-        if let Err(e) = inner.registry.register(&inner.name, &node, inner.register_ttl).await {
+        if let Err(e) = inner
+            .registry
+            .register(&inner.name, &node, inner.register_ttl)
+            .await
+        {
             server.stop().await;
             return Err(e.into());
         }
@@ -168,7 +182,11 @@ async fn heartbeat(inner: Arc<Inner>, node: Node) {
     interval.tick().await;
     loop {
         interval.tick().await;
-        if let Err(e) = inner.registry.register(&inner.name, &node, inner.register_ttl).await {
+        if let Err(e) = inner
+            .registry
+            .register(&inner.name, &node, inner.register_ttl)
+            .await
+        {
             tracing::warn!(service = %inner.name, error = %e, "re-registering failed; will retry");
         }
     }
@@ -212,7 +230,11 @@ impl RunningService {
     /// flushes spans.
     pub async fn stop(self) -> Result<(), Error> {
         self.heartbeat.abort();
-        let deregistered = self.inner.registry.deregister(&self.inner.name, &self.node.id).await;
+        let deregistered = self
+            .inner
+            .registry
+            .deregister(&self.inner.name, &self.node.id)
+            .await;
         self.server.stop().await;
         if let Some(provider) = self.inner.tracer_provider.clone() {
             let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;

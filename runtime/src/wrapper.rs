@@ -55,7 +55,9 @@ impl Body {
         T: Send + 'static,
         S: Stream<Item = Result<T, Status>> + Send + 'static,
     {
-        Body::Stream(Box::pin(stream.map(|item| item.map(|m| Box::new(m) as Message))))
+        Body::Stream(Box::pin(
+            stream.map(|item| item.map(|m| Box::new(m) as Message)),
+        ))
     }
 
     /// The single message as `T`, or an INTERNAL status if the body is something else.
@@ -90,7 +92,11 @@ impl Body {
 
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_stream() { "Body::Stream" } else { "Body::Message" })
+        f.write_str(if self.is_stream() {
+            "Body::Stream"
+        } else {
+            "Body::Message"
+        })
     }
 }
 

@@ -9,9 +9,9 @@ use micro_otel::telemetry::{Telemetry, TraceTree};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
 
+use crate::Users;
 use crate::store::Store;
 use crate::user::{self, CreateUserRequest, GetUserRequest, ListUsersRequest, WatchUsersRequest};
-use crate::Users;
 
 /// Registry name of the service.
 pub const SERVICE_NAME: &str = "user.service";
@@ -19,7 +19,10 @@ pub const SERVICE_NAME: &str = "user.service";
 /// Runs the demo and returns what it prints: the calls made and the trace tree.
 pub async fn run() -> anyhow::Result<String> {
     let tree = TraceTree::new();
-    let telemetry = Telemetry::builder(SERVICE_NAME).version("1.0.0").tree(tree.clone()).init()?;
+    let telemetry = Telemetry::builder(SERVICE_NAME)
+        .version("1.0.0")
+        .tree(tree.clone())
+        .init()?;
     let service = Service::builder(SERVICE_NAME)
         .version("1.0.0")
         .tracer_provider(telemetry.provider().clone())
@@ -31,7 +34,9 @@ pub async fn run() -> anyhow::Result<String> {
     let root = tracer.start("user-demo");
     let cx = opentelemetry::Context::current_with_span(root);
     let mut out = format!("user.service listening on {}\n\n", running.local_addr());
-    let calls = client_calls(&service, &mut out).with_context(cx.clone()).await;
+    let calls = client_calls(&service, &mut out)
+        .with_context(cx.clone())
+        .await;
     cx.span().end();
     running.stop().await?;
     calls?;
@@ -45,21 +50,49 @@ pub async fn run() -> anyhow::Result<String> {
 async fn client_calls(service: &Service, out: &mut String) -> anyhow::Result<()> {
     let users = user::UserClient::new(SERVICE_NAME, service.client());
     let mut watch = users
-        .watch_users(WatchUsersRequest { include_existing: true })
+        .watch_users(WatchUsersRequest {
+            include_existing: true,
+        })
         .await?;
-    for (name, email) in [("Ada", "ada@example.com"), ("Grace", "grace@example.com"), ("Linus", "linus@example.com")] {
-        let created = users.create_user(CreateUserRequest { name: name.into(), email: email.into() }).await?;
-        out.push_str(&format!("CreateUser -> {:?}\n", created.user.unwrap_or_default()));
+    for (name, email) in [
+        ("Ada", "ada@example.com"),
+        ("Grace", "grace@example.com"),
+        ("Linus", "linus@example.com"),
+    ] {
+        let created = users
+            .create_user(CreateUserRequest {
+                name: name.into(),
+                email: email.into(),
+            })
+            .await?;
+        out.push_str(&format!(
+            "CreateUser -> {:?}\n",
+            created.user.unwrap_or_default()
+        ));
     }
     let got = users.get_user(GetUserRequest { id: 2 }).await?;
-    out.push_str(&format!("GetUser(2) -> {:?}\n", got.user.unwrap_or_default()));
+    out.push_str(&format!(
+        "GetUser(2) -> {:?}\n",
+        got.user.unwrap_or_default()
+    ));
     let missing = users.get_user(GetUserRequest { id: 99 }).await;
-    out.push_str(&format!("GetUser(99) -> {:?}\n", missing.map_err(|s| s.code())));
+    out.push_str(&format!(
+        "GetUser(99) -> {:?}\n",
+        missing.map_err(|s| s.code())
+    ));
     let mut page_token = String::new();
     loop {
-        let page = users.list_users(ListUsersRequest { page_size: 2, page_token }).await?;
+        let page = users
+            .list_users(ListUsersRequest {
+                page_size: 2,
+                page_token,
+            })
+            .await?;
         let names: Vec<_> = page.users.iter().map(|u| u.name.as_str()).collect();
-        out.push_str(&format!("ListUsers -> {names:?} next={:?}\n", page.next_page_token));
+        out.push_str(&format!(
+            "ListUsers -> {names:?} next={:?}\n",
+            page.next_page_token
+        ));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -67,7 +100,10 @@ async fn client_calls(service: &Service, out: &mut String) -> anyhow::Result<()>
     }
     for _ in 0..3 {
         if let Some(event) = watch.next().await {
-            out.push_str(&format!("WatchUsers -> {:?}\n", event?.user.unwrap_or_default().name));
+            out.push_str(&format!(
+                "WatchUsers -> {:?}\n",
+                event?.user.unwrap_or_default().name
+            ));
         }
     }
     drop(watch);

@@ -8,8 +8,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::store::Store;
 use crate::user::{
-    CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, ListUsersRequest, ListUsersResponse,
-    UserEvent, UserHandler, UserRecord, WatchUsersRequest, user_event,
+    CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
+    ListUsersResponse, UserEvent, UserHandler, UserRecord, WatchUsersRequest, user_event,
 };
 
 const DEFAULT_PAGE_SIZE: i32 = 10;
@@ -30,7 +30,11 @@ impl Users {
 }
 
 impl UserHandler for Users {
-    async fn create_user(&self, ctx: Context, request: CreateUserRequest) -> Result<CreateUserResponse, Status> {
+    async fn create_user(
+        &self,
+        ctx: Context,
+        request: CreateUserRequest,
+    ) -> Result<CreateUserResponse, Status> {
         {
             // A `tracing` span: it nests under the server span with nothing passed by hand.
             let _validate = tracing::info_span!("validate").entered();
@@ -41,9 +45,16 @@ impl UserHandler for Users {
         Ok(CreateUserResponse { user: Some(user) })
     }
 
-    async fn get_user(&self, ctx: Context, request: GetUserRequest) -> Result<GetUserResponse, Status> {
+    async fn get_user(
+        &self,
+        ctx: Context,
+        request: GetUserRequest,
+    ) -> Result<GetUserResponse, Status> {
         if request.id <= 0 {
-            return Err(Status::invalid_argument(format!("id must be positive, got {}", request.id)));
+            return Err(Status::invalid_argument(format!(
+                "id must be positive, got {}",
+                request.id
+            )));
         }
         let _read = ctx.span("Store.GetUser");
         match self.store.get(request.id) {
@@ -52,7 +63,11 @@ impl UserHandler for Users {
         }
     }
 
-    async fn list_users(&self, ctx: Context, request: ListUsersRequest) -> Result<ListUsersResponse, Status> {
+    async fn list_users(
+        &self,
+        ctx: Context,
+        request: ListUsersRequest,
+    ) -> Result<ListUsersResponse, Status> {
         let size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n @ 1..=MAX_PAGE_SIZE => n,
@@ -68,7 +83,11 @@ impl UserHandler for Users {
                 .parse::<i64>()
                 .ok()
                 .filter(|id| *id > 0)
-                .ok_or_else(|| Status::invalid_argument(format!("page_token {token:?} is not one this service issued")))?,
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "page_token {token:?} is not one this service issued"
+                    ))
+                })?,
         };
         let _read = ctx.span("Store.ListUsers");
         let (users, more) = self.store.page(after, size as usize);
@@ -76,12 +95,23 @@ impl UserHandler for Users {
             (true, Some(last)) => last.id.to_string(),
             _ => String::new(),
         };
-        Ok(ListUsersResponse { users, next_page_token })
+        Ok(ListUsersResponse {
+            users,
+            next_page_token,
+        })
     }
 
-    async fn watch_users(&self, _ctx: Context, request: WatchUsersRequest) -> Result<ResponseStream<UserEvent>, Status> {
+    async fn watch_users(
+        &self,
+        _ctx: Context,
+        request: WatchUsersRequest,
+    ) -> Result<ResponseStream<UserEvent>, Status> {
         let (existing, receiver) = self.store.snapshot_and_watch();
-        let existing = if request.include_existing { existing } else { Vec::new() };
+        let existing = if request.include_existing {
+            existing
+        } else {
+            Vec::new()
+        };
         let new_users = stream::unfold(receiver, |mut receiver| async move {
             loop {
                 match receiver.recv().await {
@@ -93,7 +123,9 @@ impl UserHandler for Users {
                 }
             }
         });
-        let events = stream::iter(existing).chain(new_users).map(|user| Ok(created(user)));
+        let events = stream::iter(existing)
+            .chain(new_users)
+            .map(|user| Ok(created(user)));
         Ok(Box::pin(events))
     }
 }
@@ -111,10 +143,15 @@ fn validate(request: &CreateUserRequest) -> Result<(), Status> {
         return Err(Status::invalid_argument("name is required"));
     }
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(Status::invalid_argument(format!("name must be at most {MAX_NAME_LEN} characters")));
+        return Err(Status::invalid_argument(format!(
+            "name must be at most {MAX_NAME_LEN} characters"
+        )));
     }
     if !request.email.contains('@') {
-        return Err(Status::invalid_argument(format!("email {:?} has no @", request.email)));
+        return Err(Status::invalid_argument(format!(
+            "email {:?} has no @",
+            request.email
+        )));
     }
     Ok(())
 }

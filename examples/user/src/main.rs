@@ -13,7 +13,9 @@ use futures_util::StreamExt;
 use micro_otel::telemetry::{Telemetry, TraceTree};
 use micro_otel::{Client, Service};
 use user_example::store::Store;
-use user_example::user::{self, CreateUserRequest, GetUserRequest, ListUsersRequest, WatchUsersRequest};
+use user_example::user::{
+    self, CreateUserRequest, GetUserRequest, ListUsersRequest, WatchUsersRequest,
+};
 use user_example::{Users, demo};
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:50051";
@@ -25,7 +27,9 @@ async fn main() -> anyhow::Result<()> {
     let address = match (args.next().as_deref(), args.next()) {
         (None, _) => DEFAULT_ADDRESS.to_owned(),
         (Some("--address"), Some(address)) => address,
-        (Some(other), _) => bail!("unexpected argument {other:?}; usage: user-example [demo|server|client] [--address HOST:PORT]"),
+        (Some(other), _) => bail!(
+            "unexpected argument {other:?}; usage: user-example [demo|server|client] [--address HOST:PORT]"
+        ),
     };
     match command.as_str() {
         "demo" => print!("{}", demo::run().await?),
@@ -57,7 +61,10 @@ async fn server(address: &str) -> anyhow::Result<()> {
         .build();
     user::register_user_handler(&service, Users::new(Arc::new(Store::new())));
     eprintln!("serving user.User on {address}; Ctrl-C to stop");
-    service.run().await.with_context(|| format!("serving on {address}"))?;
+    service
+        .run()
+        .await
+        .with_context(|| format!("serving on {address}"))?;
     telemetry.flush();
     print!("{}", tree.render());
     Ok(())
@@ -69,17 +76,39 @@ async fn client(address: &str) -> anyhow::Result<()> {
     let tracing = micro_otel::trace::Tracing::new(telemetry.provider());
     let users = user::UserClient::new(address, Client::builder().tracing(Some(tracing)).build());
     let created = users
-        .create_user(CreateUserRequest { name: "Ada".into(), email: "ada@example.com".into() })
+        .create_user(CreateUserRequest {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        })
         .await
         .with_context(|| format!("calling {address}"))?;
     let id = created.user.unwrap_or_default().id;
     println!("CreateUser -> id {id}");
-    println!("GetUser({id}) -> {:?}", users.get_user(GetUserRequest { id }).await?.user.unwrap_or_default());
-    let page = users.list_users(ListUsersRequest { page_size: 10, page_token: String::new() }).await?;
+    println!(
+        "GetUser({id}) -> {:?}",
+        users
+            .get_user(GetUserRequest { id })
+            .await?
+            .user
+            .unwrap_or_default()
+    );
+    let page = users
+        .list_users(ListUsersRequest {
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await?;
     println!("ListUsers -> {} users", page.users.len());
-    let mut watch = users.watch_users(WatchUsersRequest { include_existing: true }).await?;
+    let mut watch = users
+        .watch_users(WatchUsersRequest {
+            include_existing: true,
+        })
+        .await?;
     if let Some(event) = watch.next().await {
-        println!("WatchUsers -> first event for {:?}", event?.user.unwrap_or_default().name);
+        println!(
+            "WatchUsers -> first event for {:?}",
+            event?.user.unwrap_or_default().name
+        );
     }
     drop(watch);
     telemetry.flush();

@@ -42,13 +42,19 @@ impl Store {
 
     /// The user with `id`.
     pub fn get(&self, id: i64) -> Option<UserRecord> {
-        self.users.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// Up to `limit` users with ids above `after`, and whether more follow.
     pub fn page(&self, after: i64, limit: usize) -> (Vec<UserRecord>, bool) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rest = users.range(after.saturating_add(1)..).map(|(_, u)| u.clone());
+        let mut rest = users
+            .range(after.saturating_add(1)..)
+            .map(|(_, u)| u.clone());
         let page: Vec<_> = rest.by_ref().take(limit).collect();
         (page, rest.next().is_some())
     }

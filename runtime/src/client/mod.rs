@@ -104,7 +104,9 @@ impl Client {
         Req: prost::Message + Sync + 'static,
         Resp: prost::Message + Default + Sync + 'static,
     {
-        let response = self.call::<Req, Resp, _>(target, method, request, Body::message).await?;
+        let response = self
+            .call::<Req, Resp, _>(target, method, request, Body::message)
+            .await?;
         Ok(Streaming::new(response.body.into_stream()?))
     }
 
@@ -138,7 +140,9 @@ impl Client {
         Resp: prost::Message + Default + Sync + 'static,
         S: Stream<Item = Req> + Send + 'static,
     {
-        let response = self.call::<Req, Resp, _>(target, method, request, erase_requests).await?;
+        let response = self
+            .call::<Req, Resp, _>(target, method, request, erase_requests)
+            .await?;
         Ok(Streaming::new(response.body.into_stream()?))
     }
 
@@ -294,19 +298,51 @@ where
     let body = match (body, method.kind.server_streams()) {
         (Body::Message(m), false) => {
             let message = Body::Message(m).into_message::<Req>()?;
-            Body::message(grpc.unary(tonic::Request::from_parts(metadata, Extensions::default(), message), path, codec).await?.into_inner())
+            Body::message(
+                grpc.unary(
+                    tonic::Request::from_parts(metadata, Extensions::default(), message),
+                    path,
+                    codec,
+                )
+                .await?
+                .into_inner(),
+            )
         }
         (Body::Message(m), true) => {
             let message = Body::Message(m).into_message::<Req>()?;
-            Body::stream(grpc.server_streaming(tonic::Request::from_parts(metadata, Extensions::default(), message), path, codec).await?.into_inner())
+            Body::stream(
+                grpc.server_streaming(
+                    tonic::Request::from_parts(metadata, Extensions::default(), message),
+                    path,
+                    codec,
+                )
+                .await?
+                .into_inner(),
+            )
         }
         (Body::Stream(s), false) => {
             let requests = typed_requests::<Req>(s);
-            Body::message(grpc.client_streaming(tonic::Request::from_parts(metadata, Extensions::default(), requests), path, codec).await?.into_inner())
+            Body::message(
+                grpc.client_streaming(
+                    tonic::Request::from_parts(metadata, Extensions::default(), requests),
+                    path,
+                    codec,
+                )
+                .await?
+                .into_inner(),
+            )
         }
         (Body::Stream(s), true) => {
             let requests = typed_requests::<Req>(s);
-            Body::stream(grpc.streaming(tonic::Request::from_parts(metadata, Extensions::default(), requests), path, codec).await?.into_inner())
+            Body::stream(
+                grpc.streaming(
+                    tonic::Request::from_parts(metadata, Extensions::default(), requests),
+                    path,
+                    codec,
+                )
+                .await?
+                .into_inner(),
+            )
         }
     };
     Ok(Response { body })
@@ -339,10 +375,9 @@ impl Inner {
                 "service {target} has no registered nodes"
             )));
         }
-        let node = self
-            .selector
-            .select(target.name(), &nodes)
-            .ok_or_else(|| Status::unavailable(format!("selector refused every node of {target}")))?;
+        let node = self.selector.select(target.name(), &nodes).ok_or_else(|| {
+            Status::unavailable(format!("selector refused every node of {target}"))
+        })?;
         self.pool.get(&node.address)
     }
 }

@@ -16,7 +16,12 @@ pub(crate) struct Pool {
 impl Pool {
     /// The channel to `address` (`host:port` or a URL), created on first use.
     pub(crate) fn get(&self, address: &str) -> Result<Channel, Status> {
-        if let Some(channel) = self.channels.read().unwrap_or_else(|e| e.into_inner()).get(address) {
+        if let Some(channel) = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+        {
             return Ok(channel.clone());
         }
         let uri = if address.starts_with("http://") || address.starts_with("https://") {
@@ -25,7 +30,9 @@ impl Pool {
             format!("http://{address}")
         };
         let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| Status::invalid_argument(format!("invalid node address {address:?}: {e}")))?
+            .map_err(|e| {
+                Status::invalid_argument(format!("invalid node address {address:?}: {e}"))
+            })?
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         self.channels

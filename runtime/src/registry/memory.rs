@@ -35,11 +35,16 @@ impl MemoryRegistry {
 
     fn live_nodes(&self, service: &str) -> Arc<[Node]> {
         let now = Instant::now();
-        if let Some(entry) = self.services.read().unwrap_or_else(|e| e.into_inner()).get(service) {
-            if let Some((nodes, valid_until)) = &entry.snapshot {
-                if now < *valid_until {
-                    return nodes.clone();
-                }
+        if let Some(entry) = self
+            .services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+        {
+            if let Some((nodes, valid_until)) = &entry.snapshot
+                && now < *valid_until
+            {
+                return nodes.clone();
             }
         } else {
             return Arc::from([]);
@@ -50,14 +55,24 @@ impl MemoryRegistry {
         };
         entry.nodes.retain(|(_, expires)| *expires > now);
         let nodes: Arc<[Node]> = entry.nodes.iter().map(|(n, _)| n.clone()).collect();
-        let valid_until = entry.nodes.iter().map(|(_, e)| *e).min().unwrap_or(now + Duration::from_secs(3600));
+        let valid_until = entry
+            .nodes
+            .iter()
+            .map(|(_, e)| *e)
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600));
         entry.snapshot = Some((nodes.clone(), valid_until));
         nodes
     }
 }
 
 impl Registry for MemoryRegistry {
-    fn register(&self, service: &str, node: &Node, ttl: Duration) -> BoxFuture<Result<(), RegistryError>> {
+    fn register(
+        &self,
+        service: &str,
+        node: &Node,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), RegistryError>> {
         let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
         let entry = services.entry(service.to_owned()).or_default();
         let expires = Instant::now() + ttl;
@@ -98,12 +113,28 @@ mod tests {
     #[tokio::test]
     async fn registered_nodes_are_found_until_deregistered() {
         let r = MemoryRegistry::new();
-        r.register("svc", &node("a"), Duration::from_secs(60)).await.unwrap();
-        r.register("svc", &node("bb"), Duration::from_secs(60)).await.unwrap();
-        let ids: Vec<_> = r.lookup("svc").await.unwrap().iter().map(|n| n.id.clone()).collect();
+        r.register("svc", &node("a"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        r.register("svc", &node("bb"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let ids: Vec<_> = r
+            .lookup("svc")
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
         assert_eq!(ids, ["a", "bb"]);
         r.deregister("svc", "a").await.unwrap();
-        let ids: Vec<_> = r.lookup("svc").await.unwrap().iter().map(|n| n.id.clone()).collect();
+        let ids: Vec<_> = r
+            .lookup("svc")
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
         assert_eq!(ids, ["bb"]);
         assert!(r.lookup("other").await.unwrap().is_empty());
     }
@@ -111,11 +142,21 @@ mod tests {
     #[tokio::test]
     async fn nodes_expire_after_their_ttl_unless_refreshed() {
         let r = MemoryRegistry::new();
-        r.register("svc", &node("a"), Duration::from_millis(30)).await.unwrap();
-        r.register("svc", &node("bb"), Duration::from_secs(60)).await.unwrap();
+        r.register("svc", &node("a"), Duration::from_millis(30))
+            .await
+            .unwrap();
+        r.register("svc", &node("bb"), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(r.lookup("svc").await.unwrap().len(), 2);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let ids: Vec<_> = r.lookup("svc").await.unwrap().iter().map(|n| n.id.clone()).collect();
+        let ids: Vec<_> = r
+            .lookup("svc")
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
         assert_eq!(ids, ["bb"]);
     }
 }

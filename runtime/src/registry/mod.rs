@@ -33,7 +33,12 @@ pub enum RegistryError {
 pub trait Registry: Send + Sync + 'static {
     /// Registers (or refreshes) `node` under `service`; it expires after `ttl` unless
     /// registered again.
-    fn register(&self, service: &str, node: &Node, ttl: Duration) -> BoxFuture<Result<(), RegistryError>>;
+    fn register(
+        &self,
+        service: &str,
+        node: &Node,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), RegistryError>>;
 
     /// Removes `node_id` from `service`.
     fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>>;

@@ -59,7 +59,11 @@ pub(crate) struct RunningServer {
 
 impl RunningServer {
     /// Binds `address` and serves `router` on it.
-    pub(crate) async fn start(address: &str, router: Router, grace: Duration) -> std::io::Result<Self> {
+    pub(crate) async fn start(
+        address: &str,
+        router: Router,
+        grace: Duration,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown, signal) = watch::channel(false);
@@ -85,13 +89,15 @@ impl RunningServer {
     }
 }
 
-async fn accept(listener: TcpListener, router: Arc<Router>, mut stop: watch::Receiver<bool>, grace: Duration) {
+async fn accept(
+    listener: TcpListener,
+    router: Arc<Router>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    let local = listener
-        .local_addr()
-        .map(NetAddress::from_socket)
-        .ok();
+    let local = listener.local_addr().map(NetAddress::from_socket).ok();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -55,7 +55,10 @@ struct Route {
 
 impl Routes {
     /// Starts binding the methods of `service` (e.g. `user.User`) to `handler`.
-    pub fn builder<H: Send + Sync + 'static>(service: &'static str, handler: H) -> RoutesBuilder<H> {
+    pub fn builder<H: Send + Sync + 'static>(
+        service: &'static str,
+        handler: H,
+    ) -> RoutesBuilder<H> {
         RoutesBuilder {
             service,
             handler: Arc::new(handler),
@@ -166,11 +169,15 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
             let request = body.into_message::<Req>()?;
             Ok(respond_message(f(handler.clone(), ctx, request)))
         });
-        self.route(method, endpoint, Arc::new(UnaryDispatch::<Req, Resp>(PhantomData)))
+        self.route(
+            method,
+            endpoint,
+            Arc::new(UnaryDispatch::<Req, Resp>(PhantomData)),
+        )
     }
 
     /// Binds a server-streaming method: `f(handler, ctx, request)` returns a stream.
@@ -182,11 +189,15 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
             let request = body.into_message::<Req>()?;
             Ok(respond_stream(f(handler.clone(), ctx, request)))
         });
-        self.route(method, endpoint, Arc::new(ServerStreamingDispatch::<Req, Resp>(PhantomData)))
+        self.route(
+            method,
+            endpoint,
+            Arc::new(ServerStreamingDispatch::<Req, Resp>(PhantomData)),
+        )
     }
 
     /// Binds a client-streaming method: `f(handler, ctx, requests)`.
@@ -198,11 +209,15 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
             let requests = Streaming::new(body.into_stream()?);
             Ok(respond_message(f(handler.clone(), ctx, requests)))
         });
-        self.route(method, endpoint, Arc::new(ClientStreamingDispatch::<Req, Resp>(PhantomData)))
+        self.route(
+            method,
+            endpoint,
+            Arc::new(ClientStreamingDispatch::<Req, Resp>(PhantomData)),
+        )
     }
 
     /// Binds a bidirectional-streaming method: `f(handler, ctx, requests)` returns a stream.
@@ -214,11 +229,15 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::new(move |ctx, body: Body| {
+        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
             let requests = Streaming::new(body.into_stream()?);
             Ok(respond_stream(f(handler.clone(), ctx, requests)))
         });
-        self.route(method, endpoint, Arc::new(StreamingDispatch::<Req, Resp>(PhantomData)))
+        self.route(
+            method,
+            endpoint,
+            Arc::new(StreamingDispatch::<Req, Resp>(PhantomData)),
+        )
     }
 
     /// Finishes the routes with the default wrapper chain: tracing through the global
@@ -259,7 +278,7 @@ where
     F: Fn(Context, Body) -> Result<Fut, Status> + Send + Sync + 'static,
     Fut: Future<Output = Result<Response, Status>> + Send + 'static,
 {
-    fn new(f: F) -> Arc<dyn Endpoint> {
+    fn arc(f: F) -> Arc<dyn Endpoint> {
         Arc::new(Self(f))
     }
 }
@@ -288,7 +307,11 @@ struct Chain {
 impl Chain {
     /// Builds the [`Context`] from the incoming request and runs wrappers and handler,
     /// bounded by the caller's deadline.
-    fn run<T>(&self, request: tonic::Request<T>, body: impl FnOnce(T) -> Body) -> BoxFuture<Result<Response, Status>> {
+    fn run<T>(
+        &self,
+        request: tonic::Request<T>,
+        body: impl FnOnce(T) -> Body,
+    ) -> BoxFuture<Result<Response, Status>> {
         let (metadata, extensions, message) = request.into_parts();
         let deadline = deadline::from_metadata(&metadata);
         let mut ctx = Context::new(self.method, metadata);
@@ -314,7 +337,11 @@ impl Chain {
 
 /// Turns an HTTP/2 request into a typed tonic call for one RPC kind.
 trait Dispatch: Send + Sync + 'static {
-    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>>;
+    fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+        chain: Chain,
+    ) -> BoxFuture<http::Response<HttpBody>>;
 }
 
 struct UnaryDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
@@ -335,8 +362,14 @@ where
     Req: prost::Message + Default + 'static,
     Resp: prost::Message + 'static,
 {
-    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::message, |r: Response| r.body.into_message::<Resp>());
+    fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+        chain: Chain,
+    ) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::message, |r: Response| {
+            r.body.into_message::<Resp>()
+        });
         Box::pin(async move { codec::<Req, Resp>().unary(call, req).await })
     }
 }
@@ -346,8 +379,14 @@ where
     Req: prost::Message + Default + 'static,
     Resp: prost::Message + 'static,
 {
-    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::message, |r: Response| Ok(Streaming::<Resp>::new(r.body.into_stream()?)));
+    fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+        chain: Chain,
+    ) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::message, |r: Response| {
+            Ok(Streaming::<Resp>::new(r.body.into_stream()?))
+        });
         Box::pin(async move { codec::<Req, Resp>().server_streaming(call, req).await })
     }
 }
@@ -357,8 +396,14 @@ where
     Req: prost::Message + Default + 'static,
     Resp: prost::Message + 'static,
 {
-    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| r.body.into_message::<Resp>());
+    fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+        chain: Chain,
+    ) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| {
+            r.body.into_message::<Resp>()
+        });
         Box::pin(async move { codec::<Req, Resp>().client_streaming(call, req).await })
     }
 }
@@ -368,8 +413,14 @@ where
     Req: prost::Message + Default + 'static,
     Resp: prost::Message + 'static,
 {
-    fn serve(&self, req: http::Request<HttpBody>, chain: Chain) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| Ok(Streaming::<Resp>::new(r.body.into_stream()?)));
+    fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+        chain: Chain,
+    ) -> BoxFuture<http::Response<HttpBody>> {
+        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| {
+            Ok(Streaming::<Resp>::new(r.body.into_stream()?))
+        });
         Box::pin(async move { codec::<Req, Resp>().streaming(call, req).await })
     }
 }
@@ -383,8 +434,16 @@ struct ChainCall<In, Out> {
 }
 
 impl<In, Out> ChainCall<In, Out> {
-    fn new(chain: Chain, input: fn(In) -> Body, output: fn(Response) -> Result<Out, Status>) -> Self {
-        Self { chain, input, output }
+    fn new(
+        chain: Chain,
+        input: fn(In) -> Body,
+        output: fn(Response) -> Result<Out, Status>,
+    ) -> Self {
+        Self {
+            chain,
+            input,
+            output,
+        }
     }
 }
 

@@ -21,7 +21,9 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter as OtlpExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -134,7 +136,9 @@ impl TelemetryBuilder {
             if !(0.0..=1.0).contains(&ratio) {
                 return Err(TelemetryError::SampleRatio(ratio));
             }
-            provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(ratio),
+            )));
         }
         let mut batch = BatchConfigBuilder::default();
         if let Some(n) = self.max_queue_size {
@@ -152,11 +156,17 @@ impl TelemetryBuilder {
                 if let Some(endpoint) = &endpoint {
                     exporter = exporter.with_endpoint(endpoint.clone());
                 }
-                let exporter = exporter.build().map_err(|source| TelemetryError::Exporter {
-                    endpoint: endpoint.unwrap_or_else(|| "the default endpoint".into()),
-                    source,
-                })?;
-                provider.with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch.build()).build())
+                let exporter = exporter
+                    .build()
+                    .map_err(|source| TelemetryError::Exporter {
+                        endpoint: endpoint.unwrap_or_else(|| "the default endpoint".into()),
+                        source,
+                    })?;
+                provider.with_span_processor(
+                    BatchSpanProcessor::builder(exporter)
+                        .with_batch_config(batch.build())
+                        .build(),
+                )
             }
             Export::Tree(tree) => provider.with_simple_exporter(tree),
             Export::Nowhere => provider,
@@ -164,10 +174,12 @@ impl TelemetryBuilder {
         .build();
         if self.install_global {
             opentelemetry::global::set_tracer_provider(provider.clone());
-            opentelemetry::global::set_text_map_propagator(opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
-                Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
-            ]));
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+                    Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+                    Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
+                ]),
+            );
             // INFO and above unless RUST_LOG says otherwise: keeps hyper's and h2's debug
             // spans out of traces.
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -31,7 +31,8 @@ impl TraceTree {
     /// duration and status, e.g. `user.User/GetUser [server] 1.2ms`.
     pub fn render(&self) -> String {
         let spans = self.spans();
-        let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_context.span_id()).collect();
+        let ids: std::collections::HashSet<SpanId> =
+            spans.iter().map(|s| s.span_context.span_id()).collect();
         let mut children: HashMap<SpanId, Vec<&SpanData>> = HashMap::new();
         let mut roots = Vec::new();
         for span in &spans {
@@ -54,8 +55,16 @@ impl TraceTree {
     }
 }
 
-fn write_span(out: &mut String, span: &SpanData, children: &HashMap<SpanId, Vec<&SpanData>>, depth: usize) {
-    let took = span.end_time.duration_since(span.start_time).unwrap_or(Duration::ZERO);
+fn write_span(
+    out: &mut String,
+    span: &SpanData,
+    children: &HashMap<SpanId, Vec<&SpanData>>,
+    depth: usize,
+) {
+    let took = span
+        .end_time
+        .duration_since(span.start_time)
+        .unwrap_or(Duration::ZERO);
     let kind = format!("{:?}", span.span_kind).to_lowercase();
     let status = match &span.status {
         Status::Error { description } => format!(" ERROR: {description}"),
@@ -69,14 +78,21 @@ fn write_span(out: &mut String, span: &SpanData, children: &HashMap<SpanId, Vec<
         took,
         indent = depth * 2
     );
-    for child in children.get(&span.span_context.span_id()).into_iter().flatten() {
+    for child in children
+        .get(&span.span_context.span_id())
+        .into_iter()
+        .flatten()
+    {
         write_span(out, child, children, depth + 1);
     }
 }
 
 impl SpanExporter for TraceTree {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.spans.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
+        self.spans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
         Ok(())
     }
 }

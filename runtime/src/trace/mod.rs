@@ -16,7 +16,9 @@ use futures_util::Stream;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanKind, Status as SpanStatus, TraceContextExt, Tracer as _, TracerProvider};
+use opentelemetry::trace::{
+    SpanKind, Status as SpanStatus, TraceContextExt, Tracer as _, TracerProvider,
+};
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use tonic::Status;
 
@@ -101,7 +103,10 @@ struct ServerTracing(Tracing);
 
 impl Wrapper for ServerTracing {
     fn call(&self, mut req: Request, next: Next) -> BoxFuture<Result<Response, Status>> {
-        let parent = self.0.propagator.extract(&MetadataExtractor(req.ctx.metadata()));
+        let parent = self
+            .0
+            .propagator
+            .extract(&MetadataExtractor(req.ctx.metadata()));
         let cx = start_span(&self.0, &req.ctx, SpanKind::Server, parent);
         req.ctx.set_otel(cx.clone());
         req.ctx.set_tracer(self.0.tracer.clone());
@@ -137,8 +142,18 @@ fn start_span(
     let mut attributes = Vec::with_capacity(6);
     attributes.push(KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC));
     attributes.push(KeyValue::new(semconv::RPC_METHOD, name));
-    push_address(&mut attributes, ctx.server_address(), semconv::SERVER_ADDRESS, semconv::SERVER_PORT);
-    push_address(&mut attributes, ctx.client_address(), semconv::CLIENT_ADDRESS, semconv::CLIENT_PORT);
+    push_address(
+        &mut attributes,
+        ctx.server_address(),
+        semconv::SERVER_ADDRESS,
+        semconv::SERVER_PORT,
+    );
+    push_address(
+        &mut attributes,
+        ctx.client_address(),
+        semconv::CLIENT_ADDRESS,
+        semconv::CLIENT_PORT,
+    );
     let span = tracing
         .tracer
         .span_builder(Cow::Borrowed(name))
@@ -148,9 +163,17 @@ fn start_span(
     parent.with_span(span)
 }
 
-fn push_address(attributes: &mut Vec<KeyValue>, addr: Option<&NetAddress>, host_key: &'static str, port_key: &'static str) {
+fn push_address(
+    attributes: &mut Vec<KeyValue>,
+    addr: Option<&NetAddress>,
+    host_key: &'static str,
+    port_key: &'static str,
+) {
     if let Some(addr) = addr {
-        attributes.push(KeyValue::new(host_key, Value::String(addr.host.clone().into())));
+        attributes.push(KeyValue::new(
+            host_key,
+            Value::String(addr.host.clone().into()),
+        ));
         if let Some(port) = addr.port {
             attributes.push(KeyValue::new(port_key, i64::from(port)));
         }
@@ -158,9 +181,15 @@ fn push_address(attributes: &mut Vec<KeyValue>, addr: Option<&NetAddress>, host_
 }
 
 /// Ends the span of a finished call, or hands it to the response stream to end later.
-fn finish(cx: opentelemetry::Context, side: Side, result: Result<Response, Status>) -> Result<Response, Status> {
+fn finish(
+    cx: opentelemetry::Context,
+    side: Side,
+    result: Result<Response, Status>,
+) -> Result<Response, Status> {
     match result {
-        Ok(Response { body: Body::Stream(stream) }) => Ok(Response {
+        Ok(Response {
+            body: Body::Stream(stream),
+        }) => Ok(Response {
             body: Body::Stream(Box::pin(TracedStream {
                 inner: stream,
                 cx,
@@ -241,7 +270,13 @@ impl Stream for TracedStream {
 impl Drop for TracedStream {
     fn drop(&mut self) {
         if !self.ended {
-            end_span(&self.cx, self.side, Some(&Status::cancelled("cancelled by the caller: stream dropped before its end")));
+            end_span(
+                &self.cx,
+                self.side,
+                Some(&Status::cancelled(
+                    "cancelled by the caller: stream dropped before its end",
+                )),
+            );
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
 
