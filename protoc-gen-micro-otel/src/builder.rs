@@ -110,10 +110,10 @@ impl Builder {
         protos: &[impl AsRef<Path>],
         includes: &[impl AsRef<Path>],
     ) -> Result<(Vec<GeneratedFile>, Vec<PathBuf>), Error> {
-        let mut compiler = protox::Compiler::new(includes).map_err(Box::new)?;
+        let mut compiler = protox::Compiler::new(includes)?;
         compiler.include_source_info(true).include_imports(true);
         for proto in protos {
-            compiler.open_file(proto).map_err(Box::new)?;
+            compiler.open_file(proto)?;
         }
         let read = compiler
             .files()

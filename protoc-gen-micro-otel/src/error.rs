@@ -23,9 +23,14 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
-    /// A `.proto` file could not be read or parsed.
-    #[error("{0}")]
-    Parse(#[from] Box<protox::Error>),
+    /// A `.proto` file could not be found, read or parsed.
+    #[error("{location}: {message}")]
+    Parse {
+        /// `file:line:column` where known, else the file name.
+        location: String,
+        /// What the parser said.
+        message: String,
+    },
     /// Reading a template or writing an output file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -68,4 +73,22 @@ pub enum Error {
     /// The protoc request could not be decoded.
     #[error("reading the CodeGeneratorRequest from protoc: {0}")]
     Request(#[from] prost::DecodeError),
+}
+
+impl From<protox::Error> for Error {
+    /// Keeps protox's message and adds the `file:line:column` its diagnostic points at.
+    fn from(error: protox::Error) -> Self {
+        use miette::Diagnostic;
+        let mut location = error.file().unwrap_or("<input>").to_owned();
+        let label = error.labels().and_then(|mut labels| labels.next());
+        if let (Some(source), Some(label)) = (error.source_code(), label)
+            && let Ok(span) = source.read_span(label.inner(), 0, 0)
+        {
+            location = format!("{location}:{}:{}", span.line() + 1, span.column() + 1);
+        }
+        Error::Parse {
+            location,
+            message: error.to_string(),
+        }
+    }
 }
