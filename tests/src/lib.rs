@@ -1,5 +1,8 @@
 //! Workspace tests: the golden outputs compiled (so rustc and clippy check generated code),
-//! plus end-to-end RPC and tracing tests under `tests/`.
+//! a [`harness`] for end-to-end tests, and the tests themselves beside this folder
+//! (`rpc.rs`, `tracing.rs`, `wrappers.rs`).
+
+pub mod harness;
 
 /// Every golden case's expected output, compiled as it would be in a user's crate.
 pub mod golden {

@@ -8,6 +8,7 @@ pub mod propagation;
 pub mod semconv;
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -110,7 +111,7 @@ impl Wrapper for ServerTracing {
         let cx = start_span(&self.0, &req.ctx, SpanKind::Server, parent);
         req.ctx.set_otel(cx.clone());
         req.ctx.set_tracer(self.0.tracer.clone());
-        let fut = next.run(req).with_context(cx.clone());
+        let fut = run_in(&cx, next, req);
         Box::pin(async move { finish(cx, Side::Server, fut.await) })
     }
 }
@@ -126,9 +127,16 @@ impl Wrapper for ClientTracing {
             .inject_context(&cx, &mut MetadataInjector(req.ctx.metadata_mut()));
         req.ctx.set_otel(cx.clone());
         req.ctx.set_tracer(self.0.tracer.clone());
-        let fut = next.run(req).with_context(cx.clone());
+        let fut = run_in(&cx, next, req);
         Box::pin(async move { finish(cx, Side::Client, fut.await) })
     }
+}
+
+/// Runs the rest of the chain with `cx` current, both while it builds its future and while
+/// that future runs, so inner wrappers and the handler see the call's span.
+fn run_in(cx: &opentelemetry::Context, next: Next, req: Request) -> impl Future<Output = Result<Response, Status>> + use<> {
+    let _attached = cx.clone().attach();
+    next.run(req).with_context(cx.clone())
 }
 
 /// Starts the call's span under `parent`, with the attributes samplers may look at.
