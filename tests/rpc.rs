@@ -32,7 +32,12 @@ async fn user_service_answers_every_rpc_over_loopback_through_the_registry() {
     assert!(running.local_addr().ip().is_loopback());
 
     let users = UserClient::new("user.service", service.client());
-    let mut watch = users.watch_users(WatchUsersRequest { include_existing: false }).await.unwrap();
+    let mut watch = users
+        .watch_users(WatchUsersRequest {
+            include_existing: false,
+        })
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for name in ["Ada", "Grace", "Linus", "Barbara", "Ken"] {
         let user = users.create_user(create(name)).await.unwrap().user.unwrap();
@@ -41,15 +46,26 @@ async fn user_service_answers_every_rpc_over_loopback_through_the_registry() {
     }
     assert_eq!(ids, [1, 2, 3, 4, 5]);
 
-    let got = users.get_user(GetUserRequest { id: 3 }).await.unwrap().user.unwrap();
-    assert_eq!((got.id, got.name.as_str(), got.email.as_str()), (3, "Linus", "linus@example.com"));
+    let got = users
+        .get_user(GetUserRequest { id: 3 })
+        .await
+        .unwrap()
+        .user
+        .unwrap();
+    assert_eq!(
+        (got.id, got.name.as_str(), got.email.as_str()),
+        (3, "Linus", "linus@example.com")
+    );
 
     let mut names = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
     loop {
         let page = users
-            .list_users(ListUsersRequest { page_size: 2, page_token: token })
+            .list_users(ListUsersRequest {
+                page_size: 2,
+                page_token: token,
+            })
             .await
             .unwrap();
         pages += 1;
@@ -81,22 +97,59 @@ async fn user_service_rejects_bad_input_with_the_right_codes() {
     let running = service.start().await.unwrap();
     let users = UserClient::new("user.service", service.client());
 
-    let no_name = users.create_user(CreateUserRequest { name: " ".into(), email: "a@b".into() }).await;
+    let no_name = users
+        .create_user(CreateUserRequest {
+            name: " ".into(),
+            email: "a@b".into(),
+        })
+        .await;
     assert_eq!(no_name.unwrap_err().code(), Code::InvalidArgument);
-    let bad_email = users.create_user(CreateUserRequest { name: "A".into(), email: "nope".into() }).await;
+    let bad_email = users
+        .create_user(CreateUserRequest {
+            name: "A".into(),
+            email: "nope".into(),
+        })
+        .await;
     let status = bad_email.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("nope"), "{}", status.message());
-    assert_eq!(users.get_user(GetUserRequest { id: 0 }).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(users.get_user(GetUserRequest { id: 42 }).await.unwrap_err().code(), Code::NotFound);
-    let bad_size = users.list_users(ListUsersRequest { page_size: 1000, page_token: String::new() }).await;
+    assert_eq!(
+        users
+            .get_user(GetUserRequest { id: 0 })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        users
+            .get_user(GetUserRequest { id: 42 })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let bad_size = users
+        .list_users(ListUsersRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await;
     assert_eq!(bad_size.unwrap_err().code(), Code::InvalidArgument);
-    let bad_token = users.list_users(ListUsersRequest { page_size: 1, page_token: "abc".into() }).await;
+    let bad_token = users
+        .list_users(ListUsersRequest {
+            page_size: 1,
+            page_token: "abc".into(),
+        })
+        .await;
     assert_eq!(bad_token.unwrap_err().code(), Code::InvalidArgument);
     running.stop().await.unwrap();
 }
 
-async fn echo_service(registry: &MemoryRegistry, spans: &Spans) -> (Service, micro_otel::RunningService) {
+async fn echo_service(
+    registry: &MemoryRegistry,
+    spans: &Spans,
+) -> (Service, micro_otel::RunningService) {
     let service = service("echo.service", registry, spans).build();
     echo::register_echo_handler(&service, Echo::default());
     let running = service.start().await.unwrap();
@@ -119,7 +172,10 @@ async fn echo_works_in_all_four_rpc_shapes() {
 
     assert_eq!(client.unary(say("hi")).await.unwrap().message, "hi");
 
-    let request = EchoRequest { repeat: 4, ..say("again") };
+    let request = EchoRequest {
+        repeat: 4,
+        ..say("again")
+    };
     let indexes: Vec<u32> = client
         .server_stream(request)
         .await
@@ -145,7 +201,9 @@ async fn echo_works_in_all_four_rpc_shapes() {
     running.stop().await.unwrap();
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send + 'static {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -154,7 +212,10 @@ async fn a_client_reaches_a_server_by_address() {
     let registry = MemoryRegistry::new();
     let spans = Spans::default();
     let (_service, running) = echo_service(&registry, &spans).await;
-    let client = EchoClient::new(&running.local_addr().to_string(), Client::builder().tracing(None).build());
+    let client = EchoClient::new(
+        &running.local_addr().to_string(),
+        Client::builder().tracing(None).build(),
+    );
     assert_eq!(client.unary(say("direct")).await.unwrap().message, "direct");
     running.stop().await.unwrap();
 }
@@ -174,7 +235,12 @@ async fn generated_servers_mount_on_a_plain_tonic_server() {
     );
     let client = Client::builder().tracing(None).build();
     let users = UserClient::new(&address.to_string(), client.clone());
-    let created = users.create_user(create("Tonic")).await.unwrap().user.unwrap();
+    let created = users
+        .create_user(create("Tonic"))
+        .await
+        .unwrap()
+        .user
+        .unwrap();
     assert_eq!(created.id, 1);
     let echo = EchoClient::new(&address.to_string(), client);
     assert_eq!(echo.unary(say("mounted")).await.unwrap().message, "mounted");
@@ -197,7 +263,10 @@ async fn unknown_services_and_methods_are_unimplemented() {
     let spans = Spans::default();
     let (_service, running) = echo_service(&registry, &spans).await;
     // The user service is not served here: the path is unknown to the server.
-    let users = UserClient::new(&running.local_addr().to_string(), Client::builder().tracing(None).build());
+    let users = UserClient::new(
+        &running.local_addr().to_string(),
+        Client::builder().tracing(None).build(),
+    );
     let status = users.get_user(GetUserRequest { id: 1 }).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     running.stop().await.unwrap();
@@ -205,10 +274,20 @@ async fn unknown_services_and_methods_are_unimplemented() {
 
 #[tokio::test]
 async fn a_service_with_no_nodes_is_unavailable() {
-    let client = Client::builder().registry(Arc::new(MemoryRegistry::new())).tracing(None).build();
-    let status = EchoClient::new("nobody.home", client).unary(say("hello?")).await.unwrap_err();
+    let client = Client::builder()
+        .registry(Arc::new(MemoryRegistry::new()))
+        .tracing(None)
+        .build();
+    let status = EchoClient::new("nobody.home", client)
+        .unary(say("hello?"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("nobody.home"), "{}", status.message());
+    assert!(
+        status.message().contains("nobody.home"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -218,11 +297,25 @@ async fn stopping_finishes_in_flight_calls_and_deregisters() {
     let (service, running) = echo_service(&registry, &spans).await;
     assert_eq!(registry.lookup("echo.service").await.unwrap().len(), 1);
     let client = EchoClient::new("echo.service", service.client());
-    let slow = tokio::spawn(async move { client.unary(EchoRequest { delay_ms: 300, ..say("slow") }).await });
+    let slow = tokio::spawn(async move {
+        client
+            .unary(EchoRequest {
+                delay_ms: 300,
+                ..say("slow")
+            })
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     running.stop().await.unwrap();
-    assert_eq!(slow.await.unwrap().unwrap().message, "slow", "the in-flight call completed");
-    assert!(registry.lookup("echo.service").await.unwrap().is_empty(), "deregistered");
+    assert_eq!(
+        slow.await.unwrap().unwrap().message,
+        "slow",
+        "the in-flight call completed"
+    );
+    assert!(
+        registry.lookup("echo.service").await.unwrap().is_empty(),
+        "deregistered"
+    );
 }
 
 #[tokio::test]
@@ -239,6 +332,9 @@ async fn the_heartbeat_keeps_a_short_ttl_registration_alive() {
     let nodes = registry.lookup("echo.service").await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].address, running.local_addr().to_string());
-    assert_eq!(nodes[0].metadata.get("version").map(String::as_str), Some("latest"));
+    assert_eq!(
+        nodes[0].metadata.get("version").map(String::as_str),
+        Some("latest")
+    );
     running.stop().await.unwrap();
 }

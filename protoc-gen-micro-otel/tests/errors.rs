@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use prost_types::compiler::CodeGeneratorRequest;
-use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, field_descriptor_proto};
+use prost_types::{
+    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, field_descriptor_proto,
+};
 use protoc_gen_micro_otel::{Error, configure};
 
 fn generate_one(source: &str) -> Result<Vec<protoc_gen_micro_otel::GeneratedFile>, Error> {
@@ -25,7 +27,9 @@ fn a_missing_file_is_named() {
 
 #[test]
 fn a_syntax_error_names_file_and_line() {
-    let err = message(generate_one("syntax = \"proto3\";\npackage p;\nmessage {\n"));
+    let err = message(generate_one(
+        "syntax = \"proto3\";\npackage p;\nmessage {\n",
+    ));
     assert!(err.contains("bad.proto:3"), "{err}");
 }
 
@@ -64,14 +68,25 @@ fn an_rpc_shadowing_the_client_constructor_is_named() {
     let err = message(generate_one(
         "syntax = \"proto3\";\npackage p;\nmessage M {}\nservice S { rpc New(M) returns (M); }\n",
     ));
-    assert!(err.contains("rpc `New`") && err.contains("constructor"), "{err}");
+    assert!(
+        err.contains("rpc `New`") && err.contains("constructor"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_template_folder_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.proto"), "syntax = \"proto3\";\npackage p;\n").unwrap();
-    let err = message(configure().templates("/no/such/templates").generate(&["a.proto"], &[dir.path()]));
+    std::fs::write(
+        dir.path().join("a.proto"),
+        "syntax = \"proto3\";\npackage p;\n",
+    )
+    .unwrap();
+    let err = message(
+        configure()
+            .templates("/no/such/templates")
+            .generate(&["a.proto"], &[dir.path()]),
+    );
     assert!(err.contains("/no/such/templates"), "{err}");
 }
 
@@ -80,14 +95,25 @@ fn a_broken_custom_template_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
-    std::fs::write(templates.join("client.rs.tera"), "{{ service.no_such_field }}").unwrap();
+    std::fs::write(
+        templates.join("client.rs.tera"),
+        "{{ service.no_such_field }}",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("a.proto"),
         "syntax = \"proto3\";\npackage p;\nmessage M {}\nservice S { rpc Do(M) returns (M); }\n",
     )
     .unwrap();
-    let err = message(configure().templates(&templates).generate(&["a.proto"], &[dir.path()]));
-    assert!(err.contains("template") && err.contains("no_such_field"), "{err}");
+    let err = message(
+        configure()
+            .templates(&templates)
+            .generate(&["a.proto"], &[dir.path()]),
+    );
+    assert!(
+        err.contains("template") && err.contains("no_such_field"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -95,17 +121,30 @@ fn a_custom_template_replaces_the_embedded_one_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
-    std::fs::write(templates.join("client.rs.tera"), "/// Custom client for `{{ service.full_name }}`.\npub struct Custom;\n").unwrap();
+    std::fs::write(
+        templates.join("client.rs.tera"),
+        "/// Custom client for `{{ service.full_name }}`.\npub struct Custom;\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("a.proto"),
         "syntax = \"proto3\";\npackage p;\nmessage M {}\nservice S { rpc Do(M) returns (M); }\n",
     )
     .unwrap();
-    let files = configure().templates(&templates).generate(&["a.proto"], &[dir.path()]).unwrap();
+    let files = configure()
+        .templates(&templates)
+        .generate(&["a.proto"], &[dir.path()])
+        .unwrap();
     let code = &files[0].content;
-    assert!(code.contains("/// Custom client for `p.S`.\npub struct Custom;"), "{code}");
+    assert!(
+        code.contains("/// Custom client for `p.S`.\npub struct Custom;"),
+        "{code}"
+    );
     assert!(!code.contains("pub struct SClient"), "{code}");
-    assert!(code.contains("pub trait SHandler"), "other templates stay embedded");
+    assert!(
+        code.contains("pub trait SHandler"),
+        "other templates stay embedded"
+    );
 }
 
 #[test]
@@ -149,7 +188,15 @@ fn compile_writes_files_and_rerun_hints() {
         "syntax = \"proto3\";\npackage p;\nmessage M {}\nservice S { rpc Do(M) returns (M); }\n",
     )
     .unwrap();
-    configure().out_dir(&out).include_file("mod.rs").compile(&["a.proto"], &[dir.path()]).unwrap();
+    configure()
+        .out_dir(&out)
+        .include_file("mod.rs")
+        .compile(&["a.proto"], &[dir.path()])
+        .unwrap();
     assert!(Path::new(&out.join("p.rs")).exists());
-    assert!(std::fs::read_to_string(out.join("mod.rs")).unwrap().contains("include!(\"p.rs\")"));
+    assert!(
+        std::fs::read_to_string(out.join("mod.rs"))
+            .unwrap()
+            .contains("include!(\"p.rs\")")
+    );
 }

@@ -13,13 +13,18 @@ const PLUGIN: &str = env!("CARGO_BIN_EXE_protoc-gen-micro-otel");
 
 /// Whether protoc can be run; panics in CI when it cannot.
 fn protoc_available() -> bool {
-    let found = Command::new("protoc").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("protoc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "protoc is required in CI (install protobuf-compiler)"
         );
-        eprintln!("\n!!! SKIPPED: protoc not found on PATH; install protobuf-compiler to run this test !!!\n");
+        eprintln!(
+            "\n!!! SKIPPED: protoc not found on PATH; install protobuf-compiler to run this test !!!\n"
+        );
     }
     found
 }
@@ -62,7 +67,12 @@ fn protoc_plugin_output_is_byte_identical_to_build_rs_output() {
         assert_eq!(written, names, "{}: file set differs", case.name);
         for file in expected {
             let from_protoc = std::fs::read_to_string(out.path().join(&file.name)).unwrap();
-            assert!(from_protoc == file.content, "{}/{}: protoc and build.rs outputs differ", case.name, file.name);
+            assert!(
+                from_protoc == file.content,
+                "{}/{}: protoc and build.rs outputs differ",
+                case.name,
+                file.name
+            );
         }
     }
 }
@@ -74,7 +84,12 @@ fn unknown_option_is_reported_by_protoc_with_its_name() {
     }
     let case = &common::cases()[0];
     let out = tempfile::tempdir().unwrap();
-    let output = run_protoc(&case.dir, &case.protos, out.path(), "include_file=mod.rs,flavour=mint");
+    let output = run_protoc(
+        &case.dir,
+        &case.protos,
+        out.path(),
+        "include_file=mod.rs,flavour=mint",
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown option `flavour`"), "{stderr}");
@@ -89,7 +104,11 @@ fn proto3_optional_fields_are_accepted() {
     let dir = common::golden_root().join("well_known");
     let out = tempfile::tempdir().unwrap();
     let output = run_protoc(&dir, &["clock.proto"], out.path(), "");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let code = std::fs::read_to_string(out.path().join("clock.rs")).unwrap();
     assert!(code.contains("pub note: ::core::option::Option<::prost::alloc::string::String>"));
 }
@@ -103,7 +122,12 @@ fn plugin_rejects_input_that_is_not_a_request() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"\xff\xff\xff not protobuf").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xff\xff\xff not protobuf")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);

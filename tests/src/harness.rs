@@ -26,7 +26,9 @@ pub struct Spans {
 impl Default for Spans {
     fn default() -> Self {
         let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
         Self { provider, exporter }
     }
 }
@@ -41,7 +43,10 @@ impl Spans {
     pub async fn wait_for(&self, n: usize) -> Vec<SpanData> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let spans = self.exporter.get_finished_spans().expect("exporter readable");
+            let spans = self
+                .exporter
+                .get_finished_spans()
+                .expect("exporter readable");
             if spans.len() >= n || tokio::time::Instant::now() > deadline {
                 return spans;
             }
@@ -52,12 +57,18 @@ impl Spans {
 
 /// The one span named `name` of `kind`; panics listing all spans otherwise.
 pub fn span<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanData {
-    let found: Vec<_> = spans.iter().filter(|s| s.name == name && s.span_kind == kind).collect();
+    let found: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == name && s.span_kind == kind)
+        .collect();
     assert_eq!(
         found.len(),
         1,
         "expected one {kind:?} span {name:?}; have {:?}",
-        spans.iter().map(|s| (&s.name, &s.span_kind)).collect::<Vec<_>>()
+        spans
+            .iter()
+            .map(|s| (&s.name, &s.span_kind))
+            .collect::<Vec<_>>()
     );
     found[0]
 }
@@ -65,12 +76,17 @@ pub fn span<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanDa
 /// The value of attribute `key` on `span`.
 pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
     let key = Key::from(key.to_owned());
-    span.attributes.iter().find(|kv| kv.key == key).map(|kv| kv.value.clone())
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.value.clone())
 }
 
 /// A service on loopback with its own registry and span collector.
 pub fn service(name: &str, registry: &MemoryRegistry, spans: &Spans) -> micro_otel::ServiceBuilder {
-    Service::builder(name).registry(registry.clone()).tracer_provider(spans.provider())
+    Service::builder(name)
+        .registry(registry.clone())
+        .tracer_provider(spans.provider())
 }
 
 /// Echoes in all four RPC shapes; records cancellation of unary handlers.
@@ -106,7 +122,10 @@ fn answer(request: &EchoRequest, index: u32) -> EchoResponse {
 fn requested_failure(request: &EchoRequest) -> Result<(), Status> {
     match request.fail_with {
         0 => Ok(()),
-        code => Err(Status::new(Code::from_i32(code), format!("failure {code} requested"))),
+        code => Err(Status::new(
+            Code::from_i32(code),
+            format!("failure {code} requested"),
+        )),
     }
 }
 
@@ -125,7 +144,11 @@ impl EchoHandler for Echo {
         }
     }
 
-    async fn server_stream(&self, _ctx: Context, request: EchoRequest) -> Result<ResponseStream<EchoResponse>, Status> {
+    async fn server_stream(
+        &self,
+        _ctx: Context,
+        request: EchoRequest,
+    ) -> Result<ResponseStream<EchoResponse>, Status> {
         requested_failure(&request)?;
         let delay = Duration::from_millis(request.delay_ms.into());
         let stream = futures_util::stream::iter(0..request.repeat).then(move |i| {
@@ -138,7 +161,11 @@ impl EchoHandler for Echo {
         Ok(Box::pin(stream))
     }
 
-    async fn client_stream(&self, _ctx: Context, mut requests: Streaming<EchoRequest>) -> Result<EchoResponse, Status> {
+    async fn client_stream(
+        &self,
+        _ctx: Context,
+        mut requests: Streaming<EchoRequest>,
+    ) -> Result<EchoResponse, Status> {
         let mut joined = String::new();
         let mut count = 0;
         while let Some(request) = requests.message().await? {
@@ -153,7 +180,11 @@ impl EchoHandler for Echo {
         })
     }
 
-    async fn bidi(&self, _ctx: Context, requests: Streaming<EchoRequest>) -> Result<ResponseStream<EchoResponse>, Status> {
+    async fn bidi(
+        &self,
+        _ctx: Context,
+        requests: Streaming<EchoRequest>,
+    ) -> Result<ResponseStream<EchoResponse>, Status> {
         let answers = requests.enumerate().map(|(i, request)| {
             let request = request?;
             requested_failure(&request)?;

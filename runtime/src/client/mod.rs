@@ -146,8 +146,8 @@ impl Client {
         Ok(Streaming::new(response.body.into_stream()?))
     }
 
-    /// Builds the call's [`Context`] and runs it through the wrappers to the transport,
-    /// bounded by the earliest of: the request's timeout, the client's default timeout, and
+    /// Builds the call's [`Context`] and runs it through the wrappers to the transport. Its
+    /// deadline is the earliest of: the request's timeout, the client's default timeout, and
     /// the deadline of the call being served, if any.
     fn call<Req, Resp, T>(
         &self,
@@ -180,17 +180,13 @@ impl Client {
             target: target.clone(),
             _types: PhantomData,
         });
-        let fut = self.inner.wrappers.run(
+        self.inner.wrappers.run(
             transport,
             Request {
                 ctx,
                 body: body(message),
             },
-        );
-        match deadline {
-            Some(deadline) => Box::pin(deadline::bound(deadline, fut)),
-            None => fut,
-        }
+        )
     }
 }
 
@@ -273,11 +269,39 @@ where
     fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
         let client = self.client.clone();
         let target = self.target.clone();
-        Box::pin(async move { send::<Req, Resp>(&client, &target, req).await })
+        Box::pin(async move {
+            match req.ctx.deadline() {
+                Some(deadline) => {
+                    deadline::bound(deadline, send::<Req, Resp>(&client, &target, req)).await
+                }
+                None => send::<Req, Resp>(&client, &target, req).await,
+            }
+        })
     }
 }
 
 async fn send<Req, Resp>(client: &Inner, target: &Target, req: Request) -> Result<Response, Status>
+where
+    Req: prost::Message + Sync + 'static,
+    Resp: prost::Message + Default + Sync + 'static,
+{
+    let deadline = req.ctx.deadline();
+    send_once::<Req, Resp>(client, target, req)
+        .await
+        .map_err(|status| match deadline {
+            // tonic's channel enforces `grpc-timeout` too, and reports it as CANCELLED.
+            Some(d) if status.code() == tonic::Code::Cancelled && Instant::now() >= d => {
+                Status::deadline_exceeded("deadline exceeded")
+            }
+            _ => status,
+        })
+}
+
+async fn send_once<Req, Resp>(
+    client: &Inner,
+    target: &Target,
+    req: Request,
+) -> Result<Response, Status>
 where
     Req: prost::Message + Sync + 'static,
     Resp: prost::Message + Default + Sync + 'static,

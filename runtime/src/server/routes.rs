@@ -270,7 +270,8 @@ async fn respond_stream<Resp: Send + 'static>(
 }
 
 /// The innermost step on the server: calls the user's handler with the call's context
-/// attached, so spans the handler opens nest under the server span.
+/// attached, so spans the handler opens nest under the server span, and cancels it (by
+/// dropping it) when the caller's deadline passes.
 struct HandlerEndpoint<F>(F);
 
 impl<F, Fut> HandlerEndpoint<F>
@@ -290,9 +291,13 @@ where
 {
     fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
         let task_cx = req.ctx.task_context();
-        match (self.0)(req.ctx, req.body) {
-            Ok(fut) => Box::pin(fut.with_context(task_cx)),
-            Err(status) => Box::pin(std::future::ready(Err(status))),
+        let deadline = req.ctx.deadline();
+        match ((self.0)(req.ctx, req.body), deadline) {
+            (Ok(fut), None) => Box::pin(fut.with_context(task_cx)),
+            (Ok(fut), Some(deadline)) => {
+                Box::pin(deadline::bound(deadline, fut).with_context(task_cx))
+            }
+            (Err(status), _) => Box::pin(std::future::ready(Err(status))),
         }
     }
 }
@@ -305,8 +310,8 @@ struct Chain {
 }
 
 impl Chain {
-    /// Builds the [`Context`] from the incoming request and runs wrappers and handler,
-    /// bounded by the caller's deadline.
+    /// Builds the [`Context`] from the incoming request and runs wrappers and handler; the
+    /// handler is bounded by the caller's deadline.
     fn run<T>(
         &self,
         request: tonic::Request<T>,
@@ -321,17 +326,13 @@ impl Chain {
             ctx.set_server_address(conn.local.clone());
             ctx.set_client_address(Some(conn.client.clone()));
         }
-        let fut = self.wrappers.run(
+        self.wrappers.run(
             self.endpoint.clone(),
             Request {
                 ctx,
                 body: body(message),
             },
-        );
-        match deadline {
-            Some(deadline) => Box::pin(deadline::bound(deadline, fut)),
-            None => fut,
-        }
+        )
     }
 }
 

@@ -134,7 +134,11 @@ impl Wrapper for ClientTracing {
 
 /// Runs the rest of the chain with `cx` current, both while it builds its future and while
 /// that future runs, so inner wrappers and the handler see the call's span.
-fn run_in(cx: &opentelemetry::Context, next: Next, req: Request) -> impl Future<Output = Result<Response, Status>> + use<> {
+fn run_in(
+    cx: &opentelemetry::Context,
+    next: Next,
+    req: Request,
+) -> impl Future<Output = Result<Response, Status>> + use<> {
     let _attached = cx.clone().attach();
     next.run(req).with_context(cx.clone())
 }
