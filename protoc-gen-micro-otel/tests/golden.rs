@@ -16,7 +16,7 @@ fn generated_code_matches_the_golden_files() {
             .into_iter()
             .map(|f| (f.name, f.content))
             .collect();
-        let expected_dir = case.expected_dir();
+        let expected_dir = case.dir.join("expected");
         if update {
             let _ = std::fs::remove_dir_all(&expected_dir);
             std::fs::create_dir_all(&expected_dir).unwrap();

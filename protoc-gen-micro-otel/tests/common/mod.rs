@@ -13,10 +13,6 @@ pub struct Case {
 }
 
 impl Case {
-    pub fn expected_dir(&self) -> PathBuf {
-        self.dir.join("expected")
-    }
-
     /// What the build.rs path generates for the case (with the include file `mod.rs`).
     pub fn generate(&self) -> Vec<GeneratedFile> {
         configure()
