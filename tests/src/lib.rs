@@ -3,6 +3,7 @@
 //! (`rpc.rs`, `tracing.rs`, `wrappers.rs`).
 
 pub mod harness;
+pub mod otlp;
 
 /// Every golden case's expected output, compiled as it would be in a user's crate.
 pub mod golden {
