@@ -34,15 +34,30 @@ async fn spans_reach_an_otlp_receiver_in_batches() {
         client.unary(EchoRequest::default()).await.unwrap();
     }
     running.stop().await.unwrap();
-    tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
 
     let received = receiver.received();
-    assert_eq!(received.len(), 20, "10 client + 10 server spans: {received:?}");
-    assert!(received.iter().all(|(service, name)| service == "otlp.test" && name == "echo.v1.Echo/Unary"));
+    assert_eq!(
+        received.len(),
+        20,
+        "10 client + 10 server spans: {received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|(service, name)| service == "otlp.test" && name == "echo.v1.Echo/Unary")
+    );
 }
 
 #[tokio::test]
 async fn a_bad_sample_ratio_is_refused_with_its_value() {
-    let err = Telemetry::builder("x").no_export().sample_ratio(1.5).install_global(false).init().unwrap_err();
+    let err = Telemetry::builder("x")
+        .no_export()
+        .sample_ratio(1.5)
+        .install_global(false)
+        .init()
+        .unwrap_err();
     assert!(err.to_string().contains("1.5"), "{err}");
 }

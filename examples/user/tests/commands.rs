@@ -10,21 +10,43 @@ const BIN: &str = env!("CARGO_BIN_EXE_user-example");
 
 #[test]
 fn demo_prints_the_calls_and_a_connected_trace_tree() {
-    let output = Command::new(BIN).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(BIN)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let out = String::from_utf8(output.stdout).unwrap();
     assert!(out.contains("GetUser(99) -> Err(NotFound)"), "{out}");
     assert!(out.contains("ListUsers -> [\"Linus\"] next=\"\""), "{out}");
     // One trace rooted at the demo span, with client -> server -> handler spans indented.
     assert_eq!(out.matches("\ntrace ").count(), 1, "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    let client = lines.iter().position(|l| l.starts_with("    user.User/CreateUser [client]")).expect(&out);
-    assert!(lines[client + 1].starts_with("      user.User/CreateUser [server]"), "{out}");
-    assert!(lines[client + 2..client + 4].iter().any(|l| l.starts_with("        Store.InsertUser [internal]")), "{out}");
+    let client = lines
+        .iter()
+        .position(|l| l.starts_with("    user.User/CreateUser [client]"))
+        .expect(&out);
+    assert!(
+        lines[client + 1].starts_with("      user.User/CreateUser [server]"),
+        "{out}"
+    );
+    assert!(
+        lines[client + 2..client + 4]
+            .iter()
+            .any(|l| l.starts_with("        Store.InsertUser [internal]")),
+        "{out}"
+    );
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -39,7 +61,10 @@ fn server_and_client_run_as_separate_processes() {
         .unwrap();
     let ready = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < ready, "server did not start listening on {address}");
+        assert!(
+            Instant::now() < ready,
+            "server did not start listening on {address}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let client = Command::new(BIN)
@@ -47,17 +72,38 @@ fn server_and_client_run_as_separate_processes() {
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .output()
         .unwrap();
-    let terminated = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
     assert!(terminated.success());
     let status = server.wait().unwrap();
     let mut server_out = String::new();
-    server.stdout.take().unwrap().read_to_string(&mut server_out).unwrap();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut server_out)
+        .unwrap();
 
     let client_out = String::from_utf8(client.stdout).unwrap();
-    assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
     assert!(client_out.contains("CreateUser -> id 1"), "{client_out}");
     assert!(client_out.contains("ListUsers -> 1 users"), "{client_out}");
-    assert!(client_out.contains("user.User/GetUser [client]"), "{client_out}");
-    assert!(status.success(), "SIGTERM shuts the server down cleanly: {status:?}");
-    assert!(server_out.contains("user.User/CreateUser [server]"), "spans flushed at shutdown: {server_out}");
+    assert!(
+        client_out.contains("user.User/GetUser [client]"),
+        "{client_out}"
+    );
+    assert!(
+        status.success(),
+        "SIGTERM shuts the server down cleanly: {status:?}"
+    );
+    assert!(
+        server_out.contains("user.User/CreateUser [server]"),
+        "spans flushed at shutdown: {server_out}"
+    );
 }
