@@ -23,12 +23,25 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts a receiver on `127.0.0.1`, on a free port.
+    /// Starts a receiver on `127.0.0.1`, on a free port, keeping what it receives.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    /// Starts a receiver that accepts spans and throws them away (for benchmarks).
+    pub async fn start_discarding() -> std::io::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(keep: bool) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
-        let service = TraceServiceServer::new(Collector(received.clone()));
+        let service = TraceServiceServer::new(Collector {
+            received: received.clone(),
+            keep,
+        })
+        .max_decoding_message_size(64 * 1024 * 1024);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = futures_util::stream::unfold(listener, |l| async move {
             let accepted = l.accept().await.map(|(s, _)| s);
@@ -59,7 +72,10 @@ impl Receiver {
     }
 }
 
-struct Collector(Arc<Mutex<Vec<Received>>>);
+struct Collector {
+    received: Arc<Mutex<Vec<Received>>>,
+    keep: bool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -67,7 +83,10 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = self.0.lock().unwrap();
+        if !self.keep {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
+        }
+        let mut received = self.received.lock().unwrap();
         for resource_spans in request.into_inner().resource_spans {
             let service = resource_spans
                 .resource

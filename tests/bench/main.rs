@@ -1,0 +1,75 @@
+//! The micro-otel benchmarks.
+//!
+//! ```sh
+//! cargo run --release -p micro-otel-tests --bin bench              # RPC + codegen, full
+//! cargo run --release -p micro-otel-tests --bin bench -- --quick   # smoke run, under a minute
+//! cargo run --release -p micro-otel-tests --bin bench -- rpc       # only the RPC benchmark
+//! ```
+//!
+//! Prints tables and writes `target/bench/rpc.json` and `target/bench/codegen.json`.
+
+mod alloc;
+mod baseline;
+mod child;
+mod codegen;
+mod load;
+mod rpc;
+mod servers;
+mod usage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => return servers::serve(&args[1..]),
+        Some("receive") => return servers::receive(),
+        Some("measure") => return codegen::measure(&args[1..]),
+        _ => {}
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let which = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .unwrap_or("all");
+    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    if matches!(which, "all" | "rpc") {
+        let settings = if quick {
+            rpc::Settings {
+                rounds: 1,
+                round: Duration::from_millis(1500),
+                concurrency: 64,
+            }
+        } else {
+            rpc::Settings {
+                rounds: 5,
+                round: Duration::from_secs(4),
+                concurrency: 64,
+            }
+        };
+        let rows = rpc::run(settings)?;
+        println!("{}", rpc::table(&rows, settings));
+        std::fs::write(
+            out_dir.join("rpc.json"),
+            serde_json::to_string_pretty(&rpc::json(&rows, settings))?,
+        )?;
+    }
+    if matches!(which, "all" | "codegen") {
+        let report = codegen::run(quick, &out_dir)?;
+        println!("{}", report.table());
+        std::fs::write(
+            out_dir.join("codegen.json"),
+            serde_json::to_string_pretty(&report.json())?,
+        )?;
+    }
+    if !matches!(which, "all" | "rpc" | "codegen") {
+        anyhow::bail!("unknown benchmark {which:?}; expected rpc, codegen or all");
+    }
+    Ok(())
+}

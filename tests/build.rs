@@ -1,0 +1,12 @@
+//! Generates plain tonic code (tonic-prost-build) for the benchmark's baseline, from the same
+//! protos micro-otel generates from: the user service and the echo service.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["golden/user/user.proto", "golden/rpc_kinds/echo.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["golden/user", "golden/rpc_kinds"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}
