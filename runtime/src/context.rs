@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry::global::{BoxedSpan, BoxedTracer};
-use opentelemetry::trace::{TraceContextExt, Tracer};
+use opentelemetry::trace::TraceContextExt;
 use tonic::metadata::MetadataMap;
 
 use crate::method::Method;
+use crate::trace::{ChildSpan, SpanSource};
 
 /// Everything a handler or wrapper knows about one call besides its messages.
 ///
@@ -24,7 +24,7 @@ pub struct Context {
     server_address: Option<NetAddress>,
     client_address: Option<NetAddress>,
     otel: opentelemetry::Context,
-    tracer: Option<Arc<BoxedTracer>>,
+    tracer: Option<SpanSource>,
 }
 
 /// A host (name or IP, pre-rendered once per client or connection) and optional port.
@@ -140,18 +140,14 @@ impl Context {
         self.metadata
     }
 
-    pub(crate) fn set_tracer(&mut self, tracer: Arc<BoxedTracer>) {
+    pub(crate) fn set_tracer(&mut self, tracer: SpanSource) {
         self.tracer = Some(tracer);
     }
 
-    /// Starts a span named `name` as a child of the call's span. It ends when dropped.
-    pub fn span(&self, name: &'static str) -> BoxedSpan {
-        match &self.tracer {
-            Some(tracer) => tracer.start_with_context(name, &self.otel),
-            None => {
-                opentelemetry::global::tracer("micro-otel").start_with_context(name, &self.otel)
-            }
-        }
+    /// Starts a span named `name` as a child of the call's span. It ends when dropped; with
+    /// tracing off it records nothing.
+    pub fn span(&self, name: impl Into<std::borrow::Cow<'static, str>>) -> ChildSpan {
+        ChildSpan::start(self.tracer.as_ref(), name.into(), &self.otel)
     }
 
     /// The trace id of the call, if it is traced.

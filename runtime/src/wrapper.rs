@@ -135,6 +135,11 @@ pub struct Next {
 }
 
 impl Next {
+    /// Whether wrappers remain before the handler or transport.
+    pub fn has_wrappers(&self) -> bool {
+        self.index < self.wrappers.0.len()
+    }
+
     /// Runs the remaining wrappers and then the handler or transport.
     pub fn run(self, req: Request) -> BoxFuture<Result<Response, Status>> {
         match self.wrappers.0.get(self.index) {

@@ -4,6 +4,8 @@
 //! cargo run --release -p micro-otel-tests --bin bench              # RPC + codegen, full
 //! cargo run --release -p micro-otel-tests --bin bench -- --quick   # smoke run, under a minute
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc       # only the RPC benchmark
+//! cargo run --release -p micro-otel-tests --bin bench -- rpc --only 10%   # tonic + one variant
+//! valgrind --tool=callgrind target/release/bench profile off 2000          # instructions per call
 //! ```
 //!
 //! Prints tables and writes `target/bench/rpc.json` and `target/bench/codegen.json`.
@@ -13,6 +15,7 @@ mod baseline;
 mod child;
 mod codegen;
 mod load;
+mod profile;
 mod rpc;
 mod servers;
 mod usage;
@@ -29,9 +32,15 @@ fn main() -> anyhow::Result<()> {
         Some("serve") => return servers::serve(&args[1..]),
         Some("receive") => return servers::receive(),
         Some("measure") => return codegen::measure(&args[1..]),
+        Some("profile") => return profile::run(&args[1..]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| &*s.clone().leak());
     let which = args
         .iter()
         .find(|a| !a.starts_with("--"))
@@ -42,12 +51,14 @@ fn main() -> anyhow::Result<()> {
     if matches!(which, "all" | "rpc") {
         let settings = if quick {
             rpc::Settings {
+                only,
                 rounds: 1,
                 round: Duration::from_millis(1500),
                 concurrency: 64,
             }
         } else {
             rpc::Settings {
+                only,
                 rounds: 5,
                 round: Duration::from_secs(4),
                 concurrency: 64,

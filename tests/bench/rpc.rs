@@ -26,6 +26,8 @@ pub struct Settings {
     pub round: Duration,
     /// Calls in flight.
     pub concurrency: usize,
+    /// Only variants whose name contains this (plus tonic), for profiling one of them.
+    pub only: Option<&'static str>,
 }
 
 /// A variant: how its server runs and how its client is built.
@@ -116,6 +118,10 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
             client: ClientKind::Selector,
         },
     ];
+    let variants: Vec<Variant> = variants
+        .into_iter()
+        .filter(|v| v.name == "tonic" || settings.only.is_none_or(|only| v.name.contains(only)))
+        .collect();
     let telemetry = [0.1, 1.0]
         .into_iter()
         .map(|ratio| {

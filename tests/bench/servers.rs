@@ -156,7 +156,7 @@ pub fn receive() -> anyhow::Result<()> {
 }
 
 /// `user.User` for micro-otel: the same lookup as the baseline.
-struct Users(Arc<Store>);
+pub struct Users(pub Arc<Store>);
 
 impl user::UserHandler for Users {
     async fn create_user(

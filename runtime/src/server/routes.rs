@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::TraceContextExt as _;
 use tonic::Status;
 use tonic::body::Body as HttpBody;
 use tonic::server::Grpc;
@@ -292,7 +293,10 @@ where
     fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
         let task_cx = req.ctx.task_context();
         let deadline = req.ctx.deadline();
+        let traced = req.ctx.otel().has_active_span();
         match ((self.0)(req.ctx, req.body), deadline) {
+            // Nothing to attach: no span, no deadline (tracing off).
+            (Ok(fut), None) if !traced => Box::pin(fut),
             (Ok(fut), None) => Box::pin(fut.with_context(task_cx)),
             (Ok(fut), Some(deadline)) => {
                 Box::pin(deadline::bound(deadline, fut).with_context(task_cx))

@@ -6,24 +6,28 @@
 
 pub mod propagation;
 pub mod semconv;
+mod source;
+pub mod w3c;
+
+pub use source::ChildSpan;
+pub(crate) use source::SpanSource;
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::Stream;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanKind, Status as SpanStatus, TraceContextExt, Tracer as _, TracerProvider,
+    SpanBuilder, SpanKind, Status as SpanStatus, TraceContextExt, TracerProvider,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::Status;
 
-use crate::context::{Context, NetAddress};
+use crate::context::Context;
 use crate::wrapper::{Body, BoxFuture, MessageStream, Next, Request, Response, Wrapper, Wrappers};
 use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
 
@@ -31,21 +35,15 @@ use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
 /// tracing wrappers of one service.
 #[derive(Clone)]
 pub struct Tracing {
-    tracer: Arc<BoxedTracer>,
+    tracer: SpanSource,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
 }
 
 impl Tracing {
     /// Spans through `provider`, with W3C trace context and baggage propagation.
-    pub fn new<P>(provider: &P) -> Self
-    where
-        P: TracerProvider,
-        P::Tracer: Send + Sync + 'static,
-        <P::Tracer as opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
-    {
-        let tracer = provider.tracer_with_scope(scope());
+    pub fn new(provider: &SdkTracerProvider) -> Self {
         Self {
-            tracer: Arc::new(BoxedTracer::new(Box::new(tracer))),
+            tracer: SpanSource::Sdk(provider.tracer_with_scope(scope())),
             propagator: default_propagator(),
         }
     }
@@ -53,7 +51,7 @@ impl Tracing {
     /// Spans through the global tracer provider as it is now.
     pub fn global() -> Self {
         Self {
-            tracer: Arc::new(opentelemetry::global::tracer_with_scope(scope())),
+            tracer: SpanSource::Global(Arc::new(opentelemetry::global::tracer_with_scope(scope()))),
             propagator: default_propagator(),
         }
     }
@@ -133,14 +131,19 @@ impl Wrapper for ClientTracing {
 }
 
 /// Runs the rest of the chain with `cx` current, both while it builds its future and while
-/// that future runs, so inner wrappers and the handler see the call's span.
+/// that future runs, so inner wrappers see the call's span. With no inner wrappers there is
+/// nothing to attach: the transport runs no user code, and the handler endpoint attaches
+/// the call's context itself.
 fn run_in(
     cx: &opentelemetry::Context,
     next: Next,
     req: Request,
-) -> impl Future<Output = Result<Response, Status>> + use<> {
+) -> BoxFuture<Result<Response, Status>> {
+    if !next.has_wrappers() {
+        return next.run(req);
+    }
     let _attached = cx.clone().attach();
-    next.run(req).with_context(cx.clone())
+    Box::pin(next.run(req).with_context(cx.clone()))
 }
 
 /// Starts the call's span under `parent`, with the attributes samplers may look at.
@@ -151,45 +154,38 @@ fn start_span(
     parent: opentelemetry::Context,
 ) -> opentelemetry::Context {
     let name = ctx.method().full_name();
-    let mut attributes = Vec::with_capacity(6);
-    attributes.push(KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC));
-    attributes.push(KeyValue::new(semconv::RPC_METHOD, name));
-    push_address(
-        &mut attributes,
-        ctx.server_address(),
-        semconv::SERVER_ADDRESS,
-        semconv::SERVER_PORT,
-    );
-    push_address(
-        &mut attributes,
-        ctx.client_address(),
-        semconv::CLIENT_ADDRESS,
-        semconv::CLIENT_PORT,
-    );
-    let span = tracing
-        .tracer
-        .span_builder(Cow::Borrowed(name))
+    // What samplers may look at goes in at creation; the rest only if the span records.
+    let builder = SpanBuilder::from_name(Cow::Borrowed(name))
         .with_kind(kind)
-        .with_attributes(attributes)
-        .start_with_context(tracing.tracer.as_ref(), &parent);
-    parent.with_span(span)
-}
-
-fn push_address(
-    attributes: &mut Vec<KeyValue>,
-    addr: Option<&NetAddress>,
-    host_key: &'static str,
-    port_key: &'static str,
-) {
-    if let Some(addr) = addr {
-        attributes.push(KeyValue::new(
-            host_key,
-            Value::String(addr.host.clone().into()),
-        ));
-        if let Some(port) = addr.port {
-            attributes.push(KeyValue::new(port_key, i64::from(port)));
+        .with_attributes([
+            KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC),
+            KeyValue::new(semconv::RPC_METHOD, name),
+        ]);
+    tracing.tracer.start(builder, &parent, |set| {
+        let addresses = [
+            (
+                ctx.server_address(),
+                semconv::SERVER_ADDRESS,
+                semconv::SERVER_PORT,
+            ),
+            (
+                ctx.client_address(),
+                semconv::CLIENT_ADDRESS,
+                semconv::CLIENT_PORT,
+            ),
+        ];
+        for (addr, host_key, port_key) in addresses {
+            if let Some(addr) = addr {
+                set(KeyValue::new(
+                    host_key,
+                    Value::String(addr.host.clone().into()),
+                ));
+                if let Some(port) = addr.port {
+                    set(KeyValue::new(port_key, i64::from(port)));
+                }
+            }
         }
-    }
+    })
 }
 
 /// Ends the span of a finished call, or hands it to the response stream to end later.
@@ -223,6 +219,10 @@ fn finish(
 /// Records the outcome on the span and ends it.
 fn end_span(cx: &opentelemetry::Context, side: Side, error: Option<&Status>) {
     let span = cx.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     match error {
         None => span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, "OK")),
         Some(status) => {

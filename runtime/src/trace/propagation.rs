@@ -5,7 +5,9 @@ use std::sync::{Arc, LazyLock};
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
+
+use super::w3c::W3cTraceContext;
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
 
 /// The propagator the wrappers use unless told otherwise: W3C trace context and baggage.
@@ -13,7 +15,7 @@ use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
 pub fn default_propagator() -> Arc<dyn TextMapPropagator + Send + Sync> {
     static DEFAULT: LazyLock<Arc<dyn TextMapPropagator + Send + Sync>> = LazyLock::new(|| {
         Arc::new(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
+            Box::new(W3cTraceContext),
             Box::new(BaggagePropagator::new()),
         ]))
     });
@@ -45,11 +47,23 @@ pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
+        // An empty `tracestate` says nothing; sending it costs a header on every call.
+        if value.is_empty() {
+            return;
         }
+        let Ok(value) = MetadataValue::try_from(value) else {
+            return;
+        };
+        // The W3C keys are static: no allocation for the name on the hot path.
+        let key = match key {
+            "traceparent" => MetadataKey::from_static("traceparent"),
+            "tracestate" => MetadataKey::from_static("tracestate"),
+            "baggage" => MetadataKey::from_static("baggage"),
+            other => match MetadataKey::from_bytes(other.as_bytes()) {
+                Ok(key) => key,
+                Err(_) => return,
+            },
+        };
+        self.0.insert(key, value);
     }
 }

@@ -1,0 +1,122 @@
+//! `bench profile VARIANT N`: N sequential GetUser calls, client and server in this process
+//! on one thread, printing allocations per call. Deterministic, so it can run under
+//! `valgrind --tool=callgrind` to count instructions per call, variant against variant.
+
+use std::sync::Arc;
+
+use micro_otel::telemetry::Telemetry;
+use micro_otel::trace::Tracing;
+use micro_otel::{Client, Service};
+use micro_otel_tests::golden::user_case::user;
+
+use crate::baseline;
+use crate::servers;
+
+/// Runs the profile; `variant` is `tonic`, `off`, `10` or `100` (percent sampled).
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let [variant, n] = args else {
+        anyhow::bail!("usage: bench profile tonic|off|10|100 N");
+    };
+    let n: u64 = n.parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let receiver = micro_otel_tests::otlp::Receiver::start_discarding().await?;
+        let (calls, allocations) = match variant.as_str() {
+            "tonic" => profile_tonic(n).await?,
+            "off" => profile_micro(n, None).await?,
+            percent => {
+                let ratio = percent.parse::<f64>()? / 100.0;
+                let telemetry = Telemetry::builder("bench")
+                    .otlp(receiver.endpoint())
+                    .sample_ratio(ratio)
+                    .install_global(false)
+                    .init()?;
+                let result = profile_micro(n, Some(&telemetry)).await?;
+                tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+                result
+            }
+        };
+        println!(
+            "{variant}: {calls} calls, {:.1} allocations/call",
+            allocations as f64 / calls as f64
+        );
+        Ok(())
+    })
+}
+
+async fn profile_tonic(n: u64) -> anyhow::Result<(u64, u64)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let incoming = futures_util::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(baseline::user::user_server::UserServer::new(
+                baseline::Users(servers::store()),
+            ))
+            .serve_with_incoming(incoming),
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let client = baseline::user::user_client::UserClient::new(channel);
+    let call = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_user(baseline::user::GetUserRequest { id: 1 })
+                .await
+                .map(drop)
+        }
+    };
+    measure(n, call).await
+}
+
+async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<(u64, u64)> {
+    let mut builder =
+        Service::builder("bench.server").registry(micro_otel::registry::MemoryRegistry::new());
+    builder = match telemetry {
+        Some(t) => builder.tracer_provider(t.provider().clone()),
+        None => builder.tracing(false),
+    };
+    let service = builder.build();
+    user::register_user_handler(&service, servers::Users(servers::store()));
+    let running = service.start().await?;
+    let tracing = telemetry.map(|t| Tracing::new(t.provider()));
+    let client = user::UserClient::new(
+        &running.local_addr().to_string(),
+        Client::builder().tracing(tracing).build(),
+    );
+    let client = Arc::new(client);
+    let call = || {
+        let client = client.clone();
+        async move {
+            client
+                .get_user(user::GetUserRequest { id: 1 })
+                .await
+                .map(drop)
+        }
+    };
+    let result = measure(n, call).await;
+    running.stop().await?;
+    result
+}
+
+/// Warms up, then makes `n` calls one after the other; returns calls and allocations.
+async fn measure<F, Fut>(n: u64, call: F) -> anyhow::Result<(u64, u64)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    for _ in 0..100 {
+        call().await?;
+    }
+    let before = crate::alloc::count();
+    for _ in 0..n {
+        call().await?;
+    }
+    Ok((n, crate::alloc::count() - before))
+}
