@@ -1,5 +1,5 @@
 //! `bench profile VARIANT N`: N sequential GetUser calls, client and server in this process
-//! on one thread, printing allocations per call. Deterministic, so it can run under
+//! on one thread (spans go to a receiver in a child process), printing allocations per call. Deterministic, so it can run under
 //! `valgrind --tool=callgrind` to count instructions per call, variant against variant.
 
 use std::sync::Arc;
@@ -22,14 +22,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let receiver = micro_otel_tests::otlp::Receiver::start_discarding().await?;
+        // The receiver runs in its own process, so its decoding is not counted here.
+        let receiver = crate::child::Child::start(&["receive".into()])?;
         let (calls, allocations) = match variant.as_str() {
             "tonic" => profile_tonic(n).await?,
             "off" => profile_micro(n, None).await?,
             percent => {
                 let ratio = percent.parse::<f64>()? / 100.0;
                 let telemetry = Telemetry::builder("bench")
-                    .otlp(receiver.endpoint())
+                    .otlp(receiver.addresses[0].clone())
                     .sample_ratio(ratio)
                     .install_global(false)
                     .init()?;

@@ -8,6 +8,7 @@ use opentelemetry::propagation::{
 use opentelemetry_sdk::propagation::BaggagePropagator;
 
 use super::w3c::W3cTraceContext;
+use http::HeaderName;
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
 
 /// The propagator the wrappers use unless told otherwise: W3C trace context and baggage.
@@ -27,7 +28,18 @@ pub struct MetadataExtractor<'a>(pub &'a MetadataMap);
 
 impl Extractor for MetadataExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        // Known keys skip parsing the name on every lookup.
+        const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+        const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+        const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+        let headers: &http::HeaderMap = self.0.as_ref();
+        let value = match key {
+            "traceparent" => headers.get(TRACEPARENT),
+            "tracestate" => headers.get(TRACESTATE),
+            "baggage" => headers.get(BAGGAGE),
+            other => headers.get(other),
+        };
+        value.and_then(|v| v.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -51,12 +63,17 @@ impl Injector for MetadataInjector<'_> {
         if value.is_empty() {
             return;
         }
-        let Ok(value) = MetadataValue::try_from(value) else {
+        let Ok(mut value) = MetadataValue::try_from(value) else {
             return;
         };
         // The W3C keys are static: no allocation for the name on the hot path.
         let key = match key {
-            "traceparent" => MetadataKey::from_static("traceparent"),
+            "traceparent" => {
+                // Unique per call: never worth a slot in the HPACK table, where it would
+                // evict headers that do repeat (content-type, te, user-agent).
+                value.set_sensitive(true);
+                MetadataKey::from_static("traceparent")
+            }
             "tracestate" => MetadataKey::from_static("tracestate"),
             "baggage" => MetadataKey::from_static("baggage"),
             other => match MetadataKey::from_bytes(other.as_bytes()) {
