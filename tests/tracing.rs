@@ -8,7 +8,7 @@ use micro_otel::registry::MemoryRegistry;
 use micro_otel::wrapper::{self, Next, Request};
 use micro_otel::{Client, Code};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
-use micro_otel_tests::harness::{Echo, Spans, attr, service, span};
+use micro_otel_tests::harness::{Echo, Spans, attr, front_and_back, service, span};
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanKind, Status as SpanStatus, TraceContextExt, TraceId};
@@ -302,21 +302,8 @@ async fn baggage_and_trace_context_flow_from_caller_to_nested_calls() {
     let spans = Spans::default();
     let registry = MemoryRegistry::new();
     let seen = Seen::default();
-    let back = service("back", &registry, &spans)
-        .wrap_handler(seen.wrapper())
-        .build();
-    echo::register_echo_handler(&back, Echo::default());
-    let back_running = back.start().await.unwrap();
-    let front = service("front", &registry, &spans).build();
-    let forward = EchoClient::new("back", front.client());
-    echo::register_echo_handler(
-        &front,
-        Echo {
-            forward: Some(forward),
-            ..Default::default()
-        },
-    );
-    let front_running = front.start().await.unwrap();
+    let (front, front_running, back_running) =
+        front_and_back(&registry, &spans, seen.wrapper()).await;
 
     let cx = opentelemetry::Context::current_with_baggage([KeyValue::new("tenant", "globex")]);
     EchoClient::new("front", front.client())

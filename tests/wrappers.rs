@@ -9,7 +9,7 @@ use micro_otel::registry::MemoryRegistry;
 use micro_otel::wrapper::{self, Next, Request, Wrapper};
 use micro_otel::{Code, Status};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
-use micro_otel_tests::harness::{Echo, Spans, attr, service, span};
+use micro_otel_tests::harness::{Echo, Spans, attr, front_and_back, service, span};
 use opentelemetry::Value;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 
@@ -172,21 +172,7 @@ async fn a_handlers_deadline_bounds_the_calls_it_makes() {
             next.run(req)
         })
     };
-    let back = service("back", &registry, &spans)
-        .wrap_handler(record)
-        .build();
-    echo::register_echo_handler(&back, Echo::default());
-    let back_running = back.start().await.unwrap();
-    let front = service("front", &registry, &spans).build();
-    let forward = EchoClient::new("back", front.client());
-    echo::register_echo_handler(
-        &front,
-        Echo {
-            forward: Some(forward),
-            ..Default::default()
-        },
-    );
-    let front_running = front.start().await.unwrap();
+    let (front, front_running, back_running) = front_and_back(&registry, &spans, record).await;
 
     let mut request = micro_otel::Request::new(EchoRequest::default());
     request.set_timeout(Duration::from_secs(3));

@@ -53,7 +53,11 @@ pub fn run(quick: bool, out_dir: &Path) -> anyhow::Result<Report> {
         .current_dir(&workspace)
         .status()?;
     anyhow::ensure!(status.success(), "building protoc-gen-micro-otel failed");
-    let ours = workspace.join("target/release/protoc-gen-micro-otel");
+    // Built into the same target folder as this binary (CARGO_TARGET_DIR is honoured).
+    let ours = std::env::current_exe()?
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("bench binary has no folder"))?
+        .join("protoc-gen-micro-otel");
     let mut notes = Vec::new();
     let tools_dir = out_dir.join("tools/bin");
     let prost = tools_dir.join("protoc-gen-prost");

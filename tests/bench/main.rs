@@ -46,7 +46,12 @@ fn main() -> anyhow::Result<()> {
         .find(|a| !a.starts_with("--"))
         .map(String::as_str)
         .unwrap_or("all");
-    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    // `target/bench`, beside the `release` folder this binary runs from.
+    let out_dir = std::env::current_exe()?
+        .parent()
+        .and_then(|release| release.parent())
+        .map(|target| target.join("bench"))
+        .unwrap_or_else(|| PathBuf::from("target/bench"));
     std::fs::create_dir_all(&out_dir)?;
     if matches!(which, "all" | "rpc") {
         let settings = if quick {

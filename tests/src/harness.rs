@@ -89,6 +89,36 @@ pub fn service(name: &str, registry: &MemoryRegistry, spans: &Spans) -> micro_ot
         .tracer_provider(spans.provider())
 }
 
+/// Two echo services: `front` forwards its unary calls to `back`, which runs
+/// `back_wrapper` around its handler. Returns `front` and both running instances
+/// (front, back).
+pub async fn front_and_back(
+    registry: &MemoryRegistry,
+    spans: &Spans,
+    back_wrapper: Arc<dyn micro_otel::wrapper::Wrapper>,
+) -> (
+    Service,
+    micro_otel::RunningService,
+    micro_otel::RunningService,
+) {
+    let back = service("back", registry, spans)
+        .wrap_handler(back_wrapper)
+        .build();
+    echo::register_echo_handler(&back, Echo::default());
+    let back_running = back.start().await.expect("back starts");
+    let front = service("front", registry, spans).build();
+    let forward = EchoClient::new("back", front.client());
+    echo::register_echo_handler(
+        &front,
+        Echo {
+            forward: Some(forward),
+            ..Default::default()
+        },
+    );
+    let front_running = front.start().await.expect("front starts");
+    (front, front_running, back_running)
+}
+
 /// Echoes in all four RPC shapes; records cancellation of unary handlers.
 #[derive(Clone, Default)]
 pub struct Echo {

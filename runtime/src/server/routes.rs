@@ -144,20 +144,28 @@ pub struct RoutesBuilder<H> {
 }
 
 impl<H: Send + Sync + 'static> RoutesBuilder<H> {
-    fn route(
-        mut self,
-        method: &'static Method,
-        endpoint: Arc<dyn Endpoint>,
-        dispatch: Arc<dyn Dispatch>,
-    ) -> Self {
-        self.methods.insert(
-            method.path,
-            Route {
-                method,
-                endpoint,
-                dispatch,
-            },
-        );
+    /// Binds `method` to `f`, converting bodies as the RPC shape `S` says.
+    fn bind<S, F, Fut>(mut self, method: &'static Method, f: F) -> Self
+    where
+        S: Shape,
+        F: Fn(Arc<H>, Context, S::In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S::Out, Status>> + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
+            let answer = f(handler.clone(), ctx, S::input(body)?);
+            Ok(async move {
+                Ok(Response {
+                    body: S::output(answer.await?),
+                })
+            })
+        });
+        let route = Route {
+            method,
+            endpoint,
+            dispatch: Arc::new(S::default()),
+        };
+        self.methods.insert(method.path, route);
         self
     }
 
@@ -169,16 +177,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         F: Fn(Arc<H>, Context, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
-        let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
-            let request = body.into_message::<Req>()?;
-            Ok(respond_message(f(handler.clone(), ctx, request)))
-        });
-        self.route(
-            method,
-            endpoint,
-            Arc::new(UnaryDispatch::<Req, Resp>(PhantomData)),
-        )
+        self.bind::<UnaryDispatch<Req, Resp>, _, _>(method, f)
     }
 
     /// Binds a server-streaming method: `f(handler, ctx, request)` returns a stream.
@@ -189,16 +188,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         F: Fn(Arc<H>, Context, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
-        let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
-            let request = body.into_message::<Req>()?;
-            Ok(respond_stream(f(handler.clone(), ctx, request)))
-        });
-        self.route(
-            method,
-            endpoint,
-            Arc::new(ServerStreamingDispatch::<Req, Resp>(PhantomData)),
-        )
+        self.bind::<ServerStreamingDispatch<Req, Resp>, _, _>(method, f)
     }
 
     /// Binds a client-streaming method: `f(handler, ctx, requests)`.
@@ -209,16 +199,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
-        let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
-            let requests = Streaming::new(body.into_stream()?);
-            Ok(respond_message(f(handler.clone(), ctx, requests)))
-        });
-        self.route(
-            method,
-            endpoint,
-            Arc::new(ClientStreamingDispatch::<Req, Resp>(PhantomData)),
-        )
+        self.bind::<ClientStreamingDispatch<Req, Resp>, _, _>(method, f)
     }
 
     /// Binds a bidirectional-streaming method: `f(handler, ctx, requests)` returns a stream.
@@ -229,16 +210,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
-        let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
-            let requests = Streaming::new(body.into_stream()?);
-            Ok(respond_stream(f(handler.clone(), ctx, requests)))
-        });
-        self.route(
-            method,
-            endpoint,
-            Arc::new(StreamingDispatch::<Req, Resp>(PhantomData)),
-        )
+        self.bind::<StreamingDispatch<Req, Resp>, _, _>(method, f)
     }
 
     /// Finishes the routes with the default wrapper chain: tracing through the global
@@ -254,20 +226,77 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
     }
 }
 
-async fn respond_message<Resp: Send + 'static>(
-    fut: impl Future<Output = Result<Resp, Status>>,
-) -> Result<Response, Status> {
-    Ok(Response {
-        body: Body::message(fut.await?),
-    })
+/// An RPC shape: what the handler takes and returns, and how both cross the type-erased
+/// wrapper chain.
+trait Shape: Dispatch + Default {
+    /// What the handler is given: a message or a stream of them.
+    type In: Send + 'static;
+    /// What the handler returns: a message or a stream of them.
+    type Out: Send + 'static;
+    /// Types the erased request body.
+    fn input(body: Body) -> Result<Self::In, Status>;
+    /// Erases the handler's answer.
+    fn output(out: Self::Out) -> Body;
 }
 
-async fn respond_stream<Resp: Send + 'static>(
-    fut: impl Future<Output = Result<ResponseStream<Resp>, Status>>,
-) -> Result<Response, Status> {
-    Ok(Response {
-        body: Body::stream(fut.await?),
-    })
+impl<Req, Resp> Shape for UnaryDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    type In = Req;
+    type Out = Resp;
+    fn input(body: Body) -> Result<Req, Status> {
+        body.into_message()
+    }
+    fn output(out: Resp) -> Body {
+        Body::message(out)
+    }
+}
+
+impl<Req, Resp> Shape for ServerStreamingDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    type In = Req;
+    type Out = ResponseStream<Resp>;
+    fn input(body: Body) -> Result<Req, Status> {
+        body.into_message()
+    }
+    fn output(out: ResponseStream<Resp>) -> Body {
+        Body::stream(out)
+    }
+}
+
+impl<Req, Resp> Shape for ClientStreamingDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    type In = Streaming<Req>;
+    type Out = Resp;
+    fn input(body: Body) -> Result<Streaming<Req>, Status> {
+        Ok(Streaming::new(body.into_stream()?))
+    }
+    fn output(out: Resp) -> Body {
+        Body::message(out)
+    }
+}
+
+impl<Req, Resp> Shape for StreamingDispatch<Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+{
+    type In = Streaming<Req>;
+    type Out = ResponseStream<Resp>;
+    fn input(body: Body) -> Result<Streaming<Req>, Status> {
+        Ok(Streaming::new(body.into_stream()?))
+    }
+    fn output(out: ResponseStream<Resp>) -> Body {
+        Body::stream(out)
+    }
 }
 
 /// The innermost step on the server: calls the user's handler with the call's context
@@ -349,10 +378,30 @@ trait Dispatch: Send + Sync + 'static {
     ) -> BoxFuture<http::Response<HttpBody>>;
 }
 
+/// Unary: one message each way.
 struct UnaryDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+/// One request, a stream of responses.
 struct ServerStreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+/// A stream of requests, one response.
 struct ClientStreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+/// Streams both ways.
 struct StreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+
+macro_rules! default_marker {
+    ($($name:ident),*) => {$(
+        impl<Req, Resp> Default for $name<Req, Resp> {
+            fn default() -> Self {
+                Self(PhantomData)
+            }
+        }
+    )*};
+}
+default_marker!(
+    UnaryDispatch,
+    ServerStreamingDispatch,
+    ClientStreamingDispatch,
+    StreamingDispatch
+);
 
 fn codec<Req, Resp>() -> Grpc<ProstCodec<Resp, Req>>
 where
