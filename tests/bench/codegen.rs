@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use micro_otel_tests::corpus::{Corpus, googleapis};
 use serde_json::json;
 
 use crate::usage;
@@ -29,12 +30,6 @@ struct Measurement {
 pub struct Report {
     measurements: Vec<Measurement>,
     notes: Vec<String>,
-}
-
-struct Corpus {
-    name: String,
-    root: PathBuf,
-    files: Vec<String>,
 }
 
 /// Runs every tool on every corpus.
@@ -316,62 +311,6 @@ fn synthetic(root: &Path, services: usize, messages: usize) -> anyhow::Result<Co
         root: root.to_path_buf(),
         files,
     })
-}
-
-/// The `.proto` files of the `googleapis-common-protos` wheel from PyPI.
-fn googleapis(root: &Path) -> anyhow::Result<Corpus> {
-    if !root.join("google").exists() {
-        std::fs::create_dir_all(root)?;
-        let download = root.join("wheel");
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "googleapis-common-protos",
-                "-d",
-            ])
-            .arg(&download)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "pip download googleapis-common-protos failed"
-        );
-        let script = "import sys, zipfile, glob\nfor w in glob.glob(sys.argv[1] + '/*.whl'):\n    z = zipfile.ZipFile(w)\n    for n in z.namelist():\n        if n.endswith('.proto'):\n            z.extract(n, sys.argv[2])\n";
-        let status = Command::new("python3")
-            .args(["-c", script])
-            .arg(&download)
-            .arg(root)
-            .status()?;
-        anyhow::ensure!(status.success(), "extracting the wheel failed");
-    }
-    let mut files = Vec::new();
-    collect(root, root, &mut files);
-    files.sort();
-    anyhow::ensure!(!files.is_empty(), "no .proto files in {}", root.display());
-    Ok(Corpus {
-        name: format!("googleapis-common-protos ({} files)", files.len()),
-        root: root.to_path_buf(),
-        files,
-    })
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect(root, &path, out);
-        } else if path.extension().is_some_and(|e| e == "proto") {
-            out.push(
-                path.strip_prefix(root)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string(),
-            );
-        }
-    }
 }
 
 impl Report {
