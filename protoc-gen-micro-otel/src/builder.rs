@@ -78,9 +78,24 @@ impl Builder {
         protos: &[impl AsRef<Path>],
         includes: &[impl AsRef<Path>],
     ) -> Result<(), Error> {
+        self.compile_reporting(protos, includes, &mut std::io::stdout())
+    }
+
+    /// [`Builder::compile`], writing cargo's rerun hints to `cargo` instead of stdout.
+    fn compile_reporting(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+        cargo: &mut dyn std::io::Write,
+    ) -> Result<(), Error> {
         let (files, read) = self.parse_and_generate(protos, includes)?;
         for path in read {
-            println!("cargo:rerun-if-changed={}", path.display());
+            writeln!(cargo, "cargo:rerun-if-changed={}", path.display()).map_err(|source| {
+                Error::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         }
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
@@ -121,5 +136,48 @@ impl Builder {
             .collect();
         let fds = compiler.file_descriptor_set();
         Ok((generate(&fds.file, &self.options)?, read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compile_asks_cargo_to_rerun_for_every_proto_read_including_imports() {
+        let dir = std::env::temp_dir().join(format!("micro-otel-rerun-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("dep")).unwrap();
+        std::fs::write(
+            dir.join("dep/common.proto"),
+            "syntax = \"proto3\";\npackage dep;\nmessage M {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("svc.proto"),
+            "syntax = \"proto3\";\npackage svc;\nimport \"dep/common.proto\";\n\
+             service S { rpc Do(dep.M) returns (dep.M); }\n",
+        )
+        .unwrap();
+        let mut hints = Vec::new();
+        configure()
+            .out_dir(dir.join("out"))
+            .compile_reporting(&["svc.proto"], &[&dir], &mut hints)
+            .unwrap();
+        let hints = String::from_utf8(hints).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            hints
+                .lines()
+                .any(|l| l.starts_with("cargo:rerun-if-changed=") && l.ends_with("svc.proto")),
+            "{hints}"
+        );
+        assert!(
+            hints.lines().any(|l| l.ends_with("dep/common.proto")),
+            "{hints}"
+        );
+        assert!(
+            !hints.contains("google/protobuf"),
+            "bundled well-known types are not files: {hints}"
+        );
     }
 }
