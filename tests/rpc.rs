@@ -294,9 +294,13 @@ async fn a_service_with_no_nodes_is_unavailable() {
 async fn stopping_finishes_in_flight_calls_and_deregisters() {
     let registry = MemoryRegistry::new();
     let spans = Spans::default();
-    let (service, running) = echo_service(&registry, &spans).await;
+    let handler = Echo::default();
+    let service = service("echo.service", &registry, &spans).build();
+    echo::register_echo_handler(&service, handler.clone());
+    let running = service.start().await.unwrap();
     assert_eq!(registry.lookup("echo.service").await.unwrap().len(), 1);
     let client = EchoClient::new("echo.service", service.client());
+    let started = handler.started.notified();
     let slow = tokio::spawn(async move {
         client
             .unary(EchoRequest {
@@ -305,7 +309,7 @@ async fn stopping_finishes_in_flight_calls_and_deregisters() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    started.await;
     running.stop().await.unwrap();
     assert_eq!(
         slow.await.unwrap().unwrap().message,
@@ -323,12 +327,13 @@ async fn the_heartbeat_keeps_a_short_ttl_registration_alive() {
     let registry = MemoryRegistry::new();
     let spans = Spans::default();
     let service = service("echo.service", &registry, &spans)
-        .register_ttl(Duration::from_millis(150))
-        .register_interval(Duration::from_millis(40))
+        .register_ttl(Duration::from_millis(400))
+        .register_interval(Duration::from_millis(50))
         .build();
     echo::register_echo_handler(&service, Echo::default());
     let running = service.start().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Three TTLs: without the heartbeat the node would have expired.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let nodes = registry.lookup("echo.service").await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].address, running.local_addr().to_string());
