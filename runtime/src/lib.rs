@@ -37,8 +37,6 @@ pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Status};
 /// Re-exports generated code refers to, so a user's crate needs only `micro-otel` and
 /// `prost` as dependencies.
 pub mod codegen {
-    pub use std::future::Future;
-    pub use std::sync::Arc;
     pub use std::task::{Context, Poll};
 
     pub use http;
