@@ -38,10 +38,14 @@ impl Router {
         self.services.insert(routes.service_name(), routes);
     }
 
-    fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
+    fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+        conn: &Arc<ConnInfo>,
+    ) -> BoxFuture<http::Response<HttpBody>> {
         let service = req.uri().path().split('/').nth(1).unwrap_or_default();
         match self.services.get(service) {
-            Some(routes) => routes.serve(req),
+            Some(routes) => routes.serve_on(req, Some(conn.clone())),
             None => {
                 let status = Status::unimplemented(format!("unknown service {service:?}"));
                 Box::pin(async move { status.into_http() })
@@ -110,9 +114,7 @@ async fn accept(
                     });
                     let router = router.clone();
                     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                        let mut req = req.map(HttpBody::new);
-                        req.extensions_mut().insert(info.clone());
-                        let response = router.serve(req);
+                        let response = router.serve(req.map(HttpBody::new), &info);
                         async move { Ok::<_, Infallible>(response.await) }
                     });
                     let connection = graceful.watch(http2.serve_connection(TokioIo::new(stream), service));

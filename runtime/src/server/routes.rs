@@ -24,7 +24,7 @@ use crate::method::Method;
 use crate::stream::{ResponseStream, Streaming};
 use crate::wrapper::{Body, BoxFuture, Endpoint, Request, Response, Wrappers};
 
-/// What the server knows about a connection, put in each request's extensions.
+/// What the server knows about a connection, handed to every request on it.
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
@@ -91,6 +91,15 @@ impl Routes {
 
     /// Answers one HTTP/2 gRPC request.
     pub fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
+        self.serve_on(req, None)
+    }
+
+    /// Answers one request that arrived on a connection of our own server.
+    pub(crate) fn serve_on(
+        &self,
+        req: http::Request<HttpBody>,
+        conn: Option<Arc<ConnInfo>>,
+    ) -> BoxFuture<http::Response<HttpBody>> {
         match self.inner.methods.get(req.uri().path()) {
             Some(route) => route.dispatch.serve(
                 req,
@@ -98,6 +107,7 @@ impl Routes {
                     method: route.method,
                     wrappers: self.inner.wrappers.clone(),
                     endpoint: route.endpoint.clone(),
+                    conn,
                 },
             ),
             None => {
@@ -320,17 +330,18 @@ where
     Fut: Future<Output = Result<Response, Status>> + Send + 'static,
 {
     fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
-        let task_cx = req.ctx.task_context();
         let deadline = req.ctx.deadline();
-        let traced = req.ctx.otel().has_active_span();
-        match ((self.0)(req.ctx, req.body), deadline) {
-            // Nothing to attach: no span, no deadline (tracing off).
-            (Ok(fut), None) if !traced => Box::pin(fut),
-            (Ok(fut), None) => Box::pin(fut.with_context(task_cx)),
-            (Ok(fut), Some(deadline)) => {
-                Box::pin(deadline::bound(deadline, fut).with_context(task_cx))
-            }
-            (Err(status), _) => Box::pin(std::future::ready(Err(status))),
+        // Nothing to attach without a span or a deadline (tracing off, no timeout).
+        let task_cx = (deadline.is_some() || req.ctx.otel().has_active_span())
+            .then(|| req.ctx.task_context());
+        let fut = match (self.0)(req.ctx, req.body) {
+            Ok(fut) => fut,
+            Err(status) => return Box::pin(std::future::ready(Err(status))),
+        };
+        match (deadline, task_cx) {
+            (Some(deadline), Some(cx)) => Box::pin(deadline::bound(deadline, fut).with_context(cx)),
+            (None, Some(cx)) => Box::pin(fut.with_context(cx)),
+            (_, None) => Box::pin(fut),
         }
     }
 }
@@ -340,6 +351,8 @@ struct Chain {
     method: &'static Method,
     wrappers: Wrappers,
     endpoint: Arc<dyn Endpoint>,
+    /// The connection, when the request came through our own server.
+    conn: Option<Arc<ConnInfo>>,
 }
 
 impl Chain {
@@ -350,11 +363,11 @@ impl Chain {
         request: tonic::Request<T>,
         body: impl FnOnce(T) -> Body,
     ) -> BoxFuture<Result<Response, Status>> {
-        let (metadata, extensions, message) = request.into_parts();
+        let (metadata, _, message) = request.into_parts();
         let deadline = deadline::from_metadata(&metadata);
         let mut ctx = Context::new(self.method, metadata);
         ctx.set_deadline(deadline);
-        if let Some(conn) = extensions.get::<Arc<ConnInfo>>() {
+        if let Some(conn) = &self.conn {
             ctx.set_remote_addr(Some(conn.peer));
             ctx.set_server_address(conn.local.clone());
             ctx.set_client_address(Some(conn.client.clone()));
