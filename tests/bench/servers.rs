@@ -81,13 +81,7 @@ pub fn serve(args: &[String]) -> anyhow::Result<()> {
 async fn serve_tonic() -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?.to_string();
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        let accepted = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            s
-        });
-        Some((accepted, l))
-    });
+    let incoming = micro_otel_tests::harness::incoming(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(baseline::user::user_server::UserServer::new(

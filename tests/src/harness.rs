@@ -16,6 +16,30 @@ use tokio::sync::Notify;
 pub use crate::golden::rpc_kinds_case::echo::v1 as echo;
 use echo::{EchoClient, EchoHandler, EchoRequest, EchoResponse};
 
+/// For tests that need an outside tool or download: outside CI, prints a loud skip message
+/// (the caller then returns); inside CI (`CI=true`), fails the test instead.
+pub fn skip_outside_ci(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "required in CI: {why}"
+    );
+    eprintln!("\n!!! SKIPPED: {why} !!!\n");
+}
+
+/// The connections `listener` accepts (with TCP_NODELAY), as the stream tonic's
+/// `serve_with_incoming` takes: for plain tonic servers on a port chosen by the test.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((accepted, listener))
+    })
+}
+
 /// A tracer provider whose finished spans can be inspected.
 #[derive(Clone)]
 pub struct Spans {

@@ -43,10 +43,7 @@ impl Receiver {
         })
         .max_decoding_message_size(64 * 1024 * 1024);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = futures_util::stream::unfold(listener, |l| async move {
-            let accepted = l.accept().await.map(|(s, _)| s);
-            Some((accepted, l))
-        });
+        let incoming = crate::harness::incoming(listener);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
