@@ -61,3 +61,58 @@ async fn a_bad_sample_ratio_is_refused_with_its_value() {
         .unwrap_err();
     assert!(err.to_string().contains("1.5"), "{err}");
 }
+
+/// A service traced through `telemetry`, answering `calls` echo calls.
+async fn make_calls(telemetry: &Telemetry, calls: usize) {
+    let service = Service::builder("echo.service")
+        .registry(MemoryRegistry::new())
+        .tracer_provider(telemetry.provider().clone())
+        .build();
+    echo::register_echo_handler(&service, Echo::default());
+    let running = service.start().await.unwrap();
+    let client = EchoClient::new("echo.service", service.client());
+    for _ in 0..calls {
+        client.unary(EchoRequest::default()).await.unwrap();
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_size_and_resource_version_are_applied() {
+    let receiver = Receiver::start().await.unwrap();
+    let telemetry = Telemetry::builder("otlp.test")
+        .version("9.9.9")
+        .otlp(receiver.endpoint())
+        .max_export_batch_size(4)
+        .scheduled_delay(Duration::from_secs(60))
+        .install_global(false)
+        .init()
+        .unwrap();
+    make_calls(&telemetry, 8).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(receiver.received().len(), 16);
+    assert!(
+        receiver.exports() >= 4,
+        "16 spans in batches of at most 4: {} exports",
+        receiver.exports()
+    );
+    assert!(receiver.service_versions().iter().all(|v| v == "9.9.9"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_sample_ratio_exports_nothing_while_calls_work() {
+    let receiver = Receiver::start().await.unwrap();
+    let telemetry = Telemetry::builder("otlp.test")
+        .otlp(receiver.endpoint())
+        .sample_ratio(0.0)
+        .install_global(false)
+        .init()
+        .unwrap();
+    make_calls(&telemetry, 10).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+}

@@ -334,3 +334,25 @@ async fn the_heartbeat_keeps_a_short_ttl_registration_alive() {
     );
     running.stop().await.unwrap();
 }
+
+#[test]
+fn generated_constants_name_the_service_and_its_methods() {
+    use micro_otel::MethodKind;
+    use user::user_methods;
+    assert_eq!(user_methods::SERVICE, "user.User");
+    assert_eq!(user_methods::CREATE_USER.path, "/user.User/CreateUser");
+    assert_eq!(
+        user_methods::CREATE_USER.full_name(),
+        "user.User/CreateUser"
+    );
+    assert_eq!(user_methods::CREATE_USER.kind, MethodKind::Unary);
+    const { assert!(!user_methods::CREATE_USER.idempotent) };
+    // `idempotency_level = NO_SIDE_EFFECTS` in the proto.
+    const { assert!(user_methods::GET_USER.idempotent) };
+    assert_eq!(user_methods::WATCH_USERS.kind, MethodKind::ServerStreaming);
+    assert_eq!(
+        echo::echo_methods::CLIENT_STREAM.kind,
+        MethodKind::ClientStreaming
+    );
+    assert_eq!(echo::echo_methods::BIDI.kind, MethodKind::BidiStreaming);
+}

@@ -43,3 +43,30 @@ impl Pool {
         Ok(channel)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_channel_per_address_is_reused() {
+        let pool = Pool::default();
+        for _ in 0..3 {
+            pool.get("127.0.0.1:50051").expect("valid address");
+            pool.get("http://127.0.0.1:50052").expect("valid URL");
+        }
+        let channels = pool.channels.read().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(channels.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_address_is_named_in_the_error() {
+        let status = Pool::default().get("not an address").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("not an address"),
+            "{}",
+            status.message()
+        );
+    }
+}
