@@ -35,8 +35,6 @@ pub fn generate(
     files: &[FileDescriptorProto],
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
-    // prost-build needs every file to resolve types; external ones are dropped afterwards.
-    let owned: Vec<FileDescriptorProto> = files.to_vec();
     let external: HashSet<Module> = files
         .iter()
         .filter(|f| is_external(f, options))
@@ -45,8 +43,8 @@ pub fn generate(
 
     let state = Rc::new(RefCell::new(State {
         renderer: Renderer::new(options.templates.as_deref(), &options.runtime_path)?,
-        names: Names::of_messages(&owned),
-        file_of: owned
+        names: Names::of_messages(files),
+        file_of: files
             .iter()
             .flat_map(|f| {
                 f.service.iter().map(move |s| {
@@ -69,9 +67,10 @@ pub fn generate(
         config.extern_path(proto, rust);
     }
     config.bytes(&options.bytes);
-    let requests = owned
-        .into_iter()
-        .map(|f| (Module::from_protobuf_package_name(f.package()), f))
+    // prost-build needs every file to resolve types; external ones are dropped afterwards.
+    let requests = files
+        .iter()
+        .map(|f| (Module::from_protobuf_package_name(f.package()), f.clone()))
         .collect();
     // prost-build asserts on descriptor sets it cannot resolve (e.g. a missing import);
     // that must be an error for the caller, not a crash.

@@ -7,11 +7,14 @@ use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The header name, built once: looking up by `&str` re-parses the name on every call.
+const GRPC_TIMEOUT_HEADER: http::HeaderName = http::HeaderName::from_static(GRPC_TIMEOUT);
 
 /// Reads the `grpc-timeout` header as a deadline from now. A malformed value is ignored,
 /// as gRPC servers do.
 pub(crate) fn from_metadata(metadata: &MetadataMap) -> Option<Instant> {
-    let value = metadata.get(GRPC_TIMEOUT)?.to_str().ok()?;
+    let headers: &http::HeaderMap = metadata.as_ref();
+    let value = headers.get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?;
     parse_timeout(value).map(|timeout| Instant::now() + timeout)
 }
 

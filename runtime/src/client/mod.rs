@@ -162,10 +162,9 @@ impl Client {
     {
         let (metadata, _, message) = request.into_parts();
         let current = opentelemetry::Context::current();
-        let now = Instant::now();
         let deadline = [
             deadline::from_metadata(&metadata),
-            self.inner.timeout.map(|t| now + t),
+            self.inner.timeout.map(|t| Instant::now() + t),
             current.get::<Deadline>().map(|d| d.0),
         ]
         .into_iter()

@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
 
 use futures_util::Stream;
 use opentelemetry::context::FutureExt as _;
@@ -109,8 +110,9 @@ impl Wrapper for ServerTracing {
         let cx = start_span(&self.0, &req.ctx, SpanKind::Server, parent);
         req.ctx.set_otel(cx.clone());
         req.ctx.set_tracer(self.0.tracer.clone());
+        let span = OpenSpan::new(cx.clone(), Side::Server, req.ctx.deadline());
         let fut = run_in(&cx, next, req);
-        Box::pin(async move { finish(cx, Side::Server, fut.await) })
+        Box::pin(async move { finish(span, fut.await) })
     }
 }
 
@@ -125,8 +127,9 @@ impl Wrapper for ClientTracing {
             .inject_context(&cx, &mut MetadataInjector(req.ctx.metadata_mut()));
         req.ctx.set_otel(cx.clone());
         req.ctx.set_tracer(self.0.tracer.clone());
+        let span = OpenSpan::new(cx.clone(), Side::Client, req.ctx.deadline());
         let fut = run_in(&cx, next, req);
-        Box::pin(async move { finish(cx, Side::Client, fut.await) })
+        Box::pin(async move { finish(span, fut.await) })
     }
 }
 
@@ -189,30 +192,67 @@ fn start_span(
 }
 
 /// Ends the span of a finished call, or hands it to the response stream to end later.
-fn finish(
-    cx: opentelemetry::Context,
-    side: Side,
-    result: Result<Response, Status>,
-) -> Result<Response, Status> {
+fn finish(span: OpenSpan, result: Result<Response, Status>) -> Result<Response, Status> {
     match result {
         Ok(Response {
             body: Body::Stream(stream),
         }) => Ok(Response {
             body: Body::Stream(Box::pin(TracedStream {
                 inner: stream,
-                cx,
-                side,
-                ended: false,
+                span: Some(span),
             })),
         }),
         Ok(response) => {
-            end_span(&cx, side, None);
+            span.end(None);
             Ok(response)
         }
         Err(status) => {
-            end_span(&cx, side, Some(&status));
+            span.end(Some(&status));
             Err(status)
         }
+    }
+}
+
+/// A call's span until the call's outcome is recorded. Dropped before that (the caller
+/// reset the stream, a deadline cut the call short, a stream was abandoned), it still
+/// ends the span with a status: DEADLINE_EXCEEDED once the deadline has passed, else
+/// CANCELLED.
+struct OpenSpan {
+    cx: opentelemetry::Context,
+    side: Side,
+    deadline: Option<Instant>,
+    ended: bool,
+}
+
+impl OpenSpan {
+    fn new(cx: opentelemetry::Context, side: Side, deadline: Option<Instant>) -> Self {
+        Self {
+            cx,
+            side,
+            deadline,
+            ended: false,
+        }
+    }
+
+    /// Records the outcome (`None` for OK) and ends the span.
+    fn end(mut self, error: Option<&Status>) {
+        self.ended = true;
+        end_span(&self.cx, self.side, error);
+    }
+}
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let status = match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => {
+                Status::deadline_exceeded("deadline exceeded")
+            }
+            _ => Status::cancelled("cancelled by the caller before the call finished"),
+        };
+        end_span(&self.cx, self.side, Some(&status));
     }
 }
 
@@ -248,47 +288,26 @@ fn end_span(cx: &opentelemetry::Context, side: Side, error: Option<&Status>) {
 /// inner stream inside the call's context.
 struct TracedStream {
     inner: MessageStream,
-    cx: opentelemetry::Context,
-    side: Side,
-    ended: bool,
+    /// Taken when the stream ends; dropping it unended records the abandonment.
+    span: Option<OpenSpan>,
 }
 
 impl Stream for TracedStream {
     type Item = Result<crate::wrapper::Message, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        if self.ended {
+        let Some(span) = &self.span else {
             return Poll::Ready(None);
-        }
+        };
         let item = {
-            let _guard = self.cx.clone().attach();
+            let _guard = span.cx.clone().attach();
             self.inner.as_mut().poll_next(task)
         };
         match &item {
-            Poll::Ready(None) => {
-                self.ended = true;
-                end_span(&self.cx, self.side, None);
-            }
-            Poll::Ready(Some(Err(status))) => {
-                self.ended = true;
-                end_span(&self.cx, self.side, Some(status));
-            }
-            _ => {}
-        }
+            Poll::Ready(None) => self.span.take().map(|s| s.end(None)),
+            Poll::Ready(Some(Err(status))) => self.span.take().map(|s| s.end(Some(status))),
+            _ => None,
+        };
         item
-    }
-}
-
-impl Drop for TracedStream {
-    fn drop(&mut self) {
-        if !self.ended {
-            end_span(
-                &self.cx,
-                self.side,
-                Some(&Status::cancelled(
-                    "cancelled by the caller: stream dropped before its end",
-                )),
-            );
-        }
     }
 }
