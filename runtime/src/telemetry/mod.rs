@@ -220,14 +220,17 @@ impl Telemetry {
         &self.provider
     }
 
-    /// Exports everything queued now.
+    /// Exports everything queued now. Blocks the calling thread until the export is done;
+    /// from async code with OTLP export, call it through `tokio::task::spawn_blocking`
+    /// (the exporter itself needs the runtime's threads meanwhile).
     pub fn flush(&self) {
         if let Err(e) = self.provider.force_flush() {
             tracing::warn!(error = %e, "flushing spans failed");
         }
     }
 
-    /// Flushes and shuts the provider down.
+    /// Flushes and shuts the provider down; blocks like [`Telemetry::flush`] (dropping the
+    /// value does the same).
     pub fn shutdown(self) {
         drop(self);
     }
