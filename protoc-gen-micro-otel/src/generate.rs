@@ -26,18 +26,27 @@ pub struct GeneratedFile {
     pub content: String,
 }
 
-/// Packages prost-build maps to `prost-types` rather than generating.
-const WELL_KNOWN_PACKAGE: &str = "google.protobuf";
+/// The well-known types' package: prost-build maps it (and the packages under it) to
+/// `prost-types`, so it is never generated.
+const WELL_KNOWN_PACKAGE: &str = ".google.protobuf";
 
-/// Generates one file per proto package of `files` (a whole descriptor set, imports
-/// included, in dependency order), plus the include file if asked for.
+/// Generates one file per proto package, plus the include file if asked for.
+///
+/// `files` is a whole descriptor set, imports included, in dependency order (prost-build
+/// needs every file to resolve types). `to_generate` names the files asked for (protoc's
+/// `file_to_generate`): only their packages are written, unless `options.include_imports`
+/// asks for every package. A package that is written holds all its files in `files`, asked
+/// for or not, so that it compiles. Well-known types and `extern_path` packages are never
+/// written.
 pub fn generate(
     files: &[FileDescriptorProto],
+    to_generate: &[String],
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
-    let external: HashSet<Module> = files
+    let wanted: HashSet<Module> = files
         .iter()
-        .filter(|f| is_external(f, options))
+        .filter(|f| options.include_imports || to_generate.iter().any(|name| name == f.name()))
+        .filter(|f| !is_external(f, options))
         .map(|f| Module::from_protobuf_package_name(f.package()))
         .collect();
 
@@ -55,6 +64,7 @@ pub fn generate(
                 })
             })
             .collect(),
+        wanted: wanted.clone(),
         error: None,
     }));
 
@@ -67,7 +77,7 @@ pub fn generate(
         config.extern_path(proto, rust);
     }
     config.bytes(&options.bytes);
-    // prost-build needs every file to resolve types; external ones are dropped afterwards.
+    // prost-build needs every file to resolve types; unwanted packages are dropped afterwards.
     let requests = files
         .iter()
         .map(|f| (Module::from_protobuf_package_name(f.package()), f.clone()))
@@ -86,7 +96,7 @@ pub fn generate(
 
     let modules: BTreeMap<Module, String> = modules
         .into_iter()
-        .filter(|(m, _)| !external.contains(m))
+        .filter(|(m, _)| wanted.contains(m))
         .collect();
     let mut out: Vec<GeneratedFile> = modules
         .iter()
@@ -113,7 +123,7 @@ fn is_external(file: &FileDescriptorProto, options: &Options) -> bool {
     let covers = |prefix: &str| {
         package == prefix || package.starts_with(&format!("{prefix}.")) || prefix == "."
     };
-    file.package() == WELL_KNOWN_PACKAGE || options.extern_paths.iter().any(|(p, _)| covers(p))
+    covers(WELL_KNOWN_PACKAGE) || options.extern_paths.iter().any(|(p, _)| covers(p))
 }
 
 /// State shared with the service generator prost-build owns.
@@ -121,6 +131,8 @@ struct State {
     renderer: Renderer,
     names: Names,
     file_of: HashMap<(String, String), String>,
+    /// The packages written; services elsewhere are not rendered.
+    wanted: HashSet<Module>,
     error: Option<Error>,
 }
 
@@ -130,7 +142,8 @@ struct Services(Rc<RefCell<State>>);
 impl ServiceGenerator for Services {
     fn generate(&mut self, service: Service, buf: &mut String) {
         let mut state = self.0.borrow_mut();
-        if state.error.is_some() {
+        let module = Module::from_protobuf_package_name(&service.package);
+        if state.error.is_some() || !state.wanted.contains(&module) {
             return;
         }
         let file = state

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::Error;
 
-const KNOWN: &str = "templates, include_file, extern_path, bytes, runtime_path";
+const KNOWN: &str = "templates, include_file, extern_path, bytes, runtime_path, include_imports";
 
 /// What the generator can be told.
 #[derive(Debug, Clone)]
@@ -21,6 +21,14 @@ pub struct Options {
     pub bytes: Vec<String>,
     /// Path of the runtime crate in generated code.
     pub runtime_path: String,
+    /// Also generate the packages of imported files, not only those of the files asked for
+    /// (protoc's `file_to_generate`). Well-known types (`google.protobuf.*`) and `extern_path`
+    /// packages are never generated either way.
+    ///
+    /// `false` here and for the protoc plugin (`include_imports=true` turns it on, as buf's
+    /// option of that name does); the build.rs [`crate::Builder`] starts with `true`, as
+    /// prost-build generates imports too.
+    pub include_imports: bool,
 }
 
 impl Default for Options {
@@ -31,6 +39,7 @@ impl Default for Options {
             extern_paths: Vec::new(),
             bytes: Vec::new(),
             runtime_path: "::micro_otel".into(),
+            include_imports: false,
         }
     }
 }
@@ -84,6 +93,13 @@ impl Options {
                 }
                 self.runtime_path = value.into();
             }
+            "include_imports" => {
+                self.include_imports = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("expected true or false")),
+                };
+            }
             _ => {
                 return Err(Error::UnknownOption {
                     key: key.into(),
@@ -102,7 +118,8 @@ mod tests {
     #[test]
     fn parses_every_known_option() {
         let o = Options::parse(
-            "templates=tpl, include_file=mod.rs,extern_path=.common=::common,bytes=.,runtime_path=::mo",
+            "templates=tpl, include_file=mod.rs,extern_path=.common=::common,bytes=.,runtime_path=::mo,\
+             include_imports=true",
         )
         .unwrap();
         assert_eq!(o.templates, Some(PathBuf::from("tpl")));
@@ -113,6 +130,17 @@ mod tests {
         );
         assert_eq!(o.bytes, ["."]);
         assert_eq!(o.runtime_path, "::mo");
+        assert!(o.include_imports);
+    }
+
+    #[test]
+    fn imports_are_not_generated_unless_asked_for() {
+        assert!(!Options::parse("").unwrap().include_imports);
+        assert!(
+            !Options::parse("include_imports=false")
+                .unwrap()
+                .include_imports
+        );
     }
 
     #[test]
@@ -131,6 +159,11 @@ mod tests {
             ("include_file=out/mod.rs", "include_file=out/mod.rs"),
             ("extern_path=common", "expected .proto.path"),
             ("runtime_path=not a path", "not a Rust path"),
+            (
+                "include_imports=yes",
+                "`include_imports=yes`: expected true or false",
+            ),
+            ("include_imports", "`include_imports=`: a value is required"),
         ] {
             let err = Options::parse(param).unwrap_err().to_string();
             assert!(err.contains(needle), "{param}: {err}");

@@ -7,9 +7,12 @@ use crate::generate::generate;
 use crate::options::Options;
 
 /// Answers one request. Errors go into the response, where protoc reports them.
+///
+/// Only the packages of the request's `file_to_generate` are written, as protoc-gen-prost
+/// does, unless the `include_imports=true` option asks for the imports' packages too.
 pub fn respond(request: &CodeGeneratorRequest) -> CodeGeneratorResponse {
     let result = Options::parse(request.parameter())
-        .and_then(|options| generate(&request.proto_file, &options));
+        .and_then(|options| generate(&request.proto_file, &request.file_to_generate, &options));
     let mut response = CodeGeneratorResponse {
         supported_features: Some(Feature::Proto3Optional as u64),
         ..Default::default()

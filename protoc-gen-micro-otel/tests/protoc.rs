@@ -1,5 +1,6 @@
 //! The real protoc plugin path: `protoc --plugin=... --micro-otel_out=...` gives the same
-//! bytes as the build.rs path (protox) for every golden case, and reports errors cleanly.
+//! bytes as the build.rs path (protox) for every golden case, reports errors cleanly, and
+//! writes only the packages of the files protoc was given unless `include_imports=true`.
 //!
 //! protoc comes from apt in CI. Outside CI a missing protoc skips these tests loudly; inside
 //! CI (`CI=true`) it fails them.
@@ -8,6 +9,8 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+
+use protoc_gen_micro_otel::GeneratedFile;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_protoc-gen-micro-otel");
 
@@ -47,34 +50,62 @@ fn protoc_plugin_output_is_byte_identical_to_build_rs_output() {
     if !protoc_available() {
         return;
     }
+    // The build.rs path generates imports too (as prost-build does); the plugin does only with
+    // `include_imports=true`. Each case gives protoc all its protos, so the plugin must match
+    // the build.rs bytes with and without the option (well-known types are never written).
     for case in common::cases() {
-        let out = tempfile::tempdir().unwrap();
-        let output = run_protoc(&case.dir, &case.protos, out.path(), "include_file=mod.rs");
-        assert!(
-            output.status.success(),
-            "{}: protoc failed: {}",
-            case.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
         let expected = case.generate();
-        let mut written: Vec<String> = std::fs::read_dir(out.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        written.sort();
-        let mut names: Vec<String> = expected.iter().map(|f| f.name.clone()).collect();
-        names.sort();
-        assert_eq!(written, names, "{}: file set differs", case.name);
-        for file in expected {
-            let from_protoc = std::fs::read_to_string(out.path().join(&file.name)).unwrap();
+        for opt in [
+            "include_file=mod.rs",
+            "include_file=mod.rs,include_imports=true",
+        ] {
+            let out = tempfile::tempdir().unwrap();
+            let output = run_protoc(&case.dir, &case.protos, out.path(), opt);
             assert!(
-                from_protoc == file.content,
-                "{}/{}: protoc and build.rs outputs differ",
+                output.status.success(),
+                "{} ({opt}): protoc failed: {}",
                 case.name,
-                file.name
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_same_files(
+                &written(out.path()),
+                &expected,
+                &format!("{} ({opt})", case.name),
             );
         }
     }
+}
+
+/// Asserts that two sets of files have the same names and bytes, without printing contents.
+fn assert_same_files(actual: &[GeneratedFile], expected: &[GeneratedFile], what: &str) {
+    let names = |files: &[GeneratedFile]| {
+        let mut names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(actual), names(expected), "{what}: file set differs");
+    for file in expected {
+        let same = actual
+            .iter()
+            .any(|f| f.name == file.name && f.content == file.content);
+        assert!(
+            same,
+            "{what}/{}: protoc and build.rs outputs differ",
+            file.name
+        );
+    }
+}
+
+/// The files protoc wrote into `dir`.
+fn written(dir: &Path) -> Vec<GeneratedFile> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|path| GeneratedFile {
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            content: std::fs::read_to_string(&path).unwrap(),
+        })
+        .collect()
 }
 
 #[test]
@@ -132,4 +163,148 @@ fn plugin_rejects_input_that_is_not_a_request() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CodeGeneratorRequest"), "{stderr}");
+}
+
+/// The file given to protoc in [`imports_fixture`].
+const REQUESTED: &str = "shop/cart.proto";
+
+/// Protos where [`REQUESTED`] imports a file of its own package (`shop/item.proto`), one of
+/// another package with a service (`money/money.proto`), and a well-known type.
+fn imports_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in [
+        (
+            REQUESTED,
+            "syntax = \"proto3\";\npackage shop;\nimport \"shop/item.proto\";\n\
+             import \"money/money.proto\";\nimport \"google/protobuf/timestamp.proto\";\n\
+             message Cart {\n  repeated Item items = 1;\n  money.Money total = 2;\n  \
+             google.protobuf.Timestamp at = 3;\n}\n\
+             service Carts { rpc Get(Cart) returns (Cart); }\n",
+        ),
+        (
+            "shop/item.proto",
+            "syntax = \"proto3\";\npackage shop;\nmessage Item { string sku = 1; }\n",
+        ),
+        (
+            "money/money.proto",
+            "syntax = \"proto3\";\npackage money;\nmessage Money { int64 cents = 1; }\n\
+             service Bank { rpc Get(Money) returns (Money); }\n",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, source).unwrap();
+    }
+    dir
+}
+
+fn names(files: &[GeneratedFile]) -> Vec<&str> {
+    let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn protoc_writes_only_the_packages_of_the_requested_files_by_default() {
+    if !protoc_available() {
+        return;
+    }
+    let dir = imports_fixture();
+    let out = tempfile::tempdir().unwrap();
+    let output = run_protoc(dir.path(), &[REQUESTED], out.path(), "include_file=mod.rs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files = written(out.path());
+    assert_eq!(names(&files), ["mod.rs", "shop.rs"]);
+    let shop = &files.iter().find(|f| f.name == "shop.rs").unwrap().content;
+    // The package's module holds its imported file too, or `Cart` would not compile.
+    assert!(
+        shop.contains("pub struct Item") && shop.contains("pub struct Cart"),
+        "{shop}"
+    );
+    assert!(shop.contains("super::money::Money"), "{shop}");
+    // The same as build.rs asked for the files given only.
+    let build_rs = protoc_gen_micro_otel::configure()
+        .include_imports(false)
+        .include_file("mod.rs")
+        .generate(&[REQUESTED], &[dir.path()])
+        .unwrap();
+    assert_same_files(&files, &build_rs, "include_imports=false");
+}
+
+#[test]
+fn include_imports_also_writes_the_packages_of_imported_files() {
+    if !protoc_available() {
+        return;
+    }
+    let dir = imports_fixture();
+    let out = tempfile::tempdir().unwrap();
+    let output = run_protoc(
+        dir.path(),
+        &[REQUESTED],
+        out.path(),
+        "include_file=mod.rs,include_imports=true",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files = written(out.path());
+    // Never the well-known types: prost maps them to prost-types.
+    assert_eq!(names(&files), ["mod.rs", "money.rs", "shop.rs"]);
+    let money = &files.iter().find(|f| f.name == "money.rs").unwrap().content;
+    assert!(money.contains("pub trait BankHandler"), "{money}");
+    // The same as build.rs, which generates imports by default.
+    let build_rs = protoc_gen_micro_otel::configure()
+        .include_file("mod.rs")
+        .generate(&[REQUESTED], &[dir.path()])
+        .unwrap();
+    assert_same_files(&files, &build_rs, "include_imports=true");
+}
+
+#[test]
+fn a_bad_include_imports_value_is_reported_by_protoc_with_the_option() {
+    if !protoc_available() {
+        return;
+    }
+    let dir = imports_fixture();
+    let out = tempfile::tempdir().unwrap();
+    let output = run_protoc(dir.path(), &[REQUESTED], out.path(), "include_imports=yes");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("option `include_imports=yes`: expected true or false"),
+        "{stderr}"
+    );
+    assert!(written(out.path()).is_empty());
+}
+
+#[test]
+fn the_plugin_answers_file_to_generate_without_protoc_too() {
+    // The same request protoc would send, built with protox, so this runs everywhere.
+    let dir = imports_fixture();
+    let mut compiler = protox::Compiler::new([dir.path()]).unwrap();
+    compiler.include_imports(true).open_file(REQUESTED).unwrap();
+    let mut request = prost_types::compiler::CodeGeneratorRequest {
+        file_to_generate: vec![REQUESTED.into()],
+        proto_file: compiler.file_descriptor_set().file,
+        ..Default::default()
+    };
+    let answered = |request: &prost_types::compiler::CodeGeneratorRequest| {
+        let response = protoc_gen_micro_otel::respond(request);
+        assert_eq!(response.error, None);
+        let mut names: Vec<String> = response.file.iter().map(|f| f.name().to_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(answered(&request), ["shop.rs"]);
+    request.parameter = Some("include_imports=true".into());
+    assert_eq!(answered(&request), ["money.rs", "shop.rs"]);
+    request.parameter = Some("include_imports=maybe".into());
+    let error = protoc_gen_micro_otel::respond(&request).error.unwrap();
+    assert!(error.contains("`include_imports=maybe`"), "{error}");
 }
