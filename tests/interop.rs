@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use micro_otel::registry::MemoryRegistry;
+use micro_otel::discovery::MemoryRegistry;
 use micro_otel_tests::harness::{Spans, service, skip_outside_ci, span};
 use opentelemetry::trace::{SpanKind, TraceId};
 use user_example::Users;
@@ -61,7 +61,8 @@ async fn grpcurl_calls_a_micro_otel_server_with_trace_context() {
     }
     let spans = Spans::default();
     let service = service("user.service", &MemoryRegistry::new(), &spans).build();
-    user::register_user_handler(&service, Users::default());
+    user::register_user_handler(&service, Users::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let address = running.local_addr().to_string();
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use micro_otel::Service;
-use micro_otel::registry::MemoryRegistry;
+use micro_otel::discovery::MemoryRegistry;
 use micro_otel::telemetry::Telemetry;
 use micro_otel_tests::harness::Echo;
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
@@ -27,7 +27,8 @@ async fn spans_reach_an_otlp_receiver_in_batches() {
         .registry(MemoryRegistry::new())
         .tracer_provider(telemetry.provider().clone())
         .build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let client = EchoClient::new("echo.service", service.client());
     for _ in 0..10 {
@@ -68,7 +69,8 @@ async fn make_calls(telemetry: &Telemetry, calls: usize) {
         .registry(MemoryRegistry::new())
         .tracer_provider(telemetry.provider().clone())
         .build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let client = EchoClient::new("echo.service", service.client());
     for _ in 0..calls {

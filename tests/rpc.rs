@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use micro_otel::registry::{MemoryRegistry, Registry};
+use micro_otel::discovery::{MemoryRegistry, Registry};
 use micro_otel::{Client, Code, Service};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
 use micro_otel_tests::harness::{Echo, Spans, incoming, service};
@@ -27,7 +27,8 @@ async fn user_service_answers_every_rpc_over_loopback_through_the_registry() {
     let registry = MemoryRegistry::new();
     let spans = Spans::default();
     let service = service("user.service", &registry, &spans).build();
-    user::register_user_handler(&service, Users::new(Arc::new(Store::new())));
+    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     assert!(running.local_addr().ip().is_loopback());
 
@@ -93,7 +94,8 @@ async fn user_service_rejects_bad_input_with_the_right_codes() {
     let registry = MemoryRegistry::new();
     let spans = Spans::default();
     let service = service("user.service", &registry, &spans).build();
-    user::register_user_handler(&service, Users::default());
+    user::register_user_handler(&service, Users::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let users = UserClient::new("user.service", service.client());
 
@@ -151,7 +153,8 @@ async fn echo_service(
     spans: &Spans,
 ) -> (Service, micro_otel::RunningService) {
     let service = service("echo.service", registry, spans).build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     (service, running)
 }
@@ -287,7 +290,8 @@ async fn stopping_finishes_in_flight_calls_and_deregisters() {
     let spans = Spans::default();
     let handler = Echo::default();
     let service = service("echo.service", &registry, &spans).build();
-    echo::register_echo_handler(&service, handler.clone());
+    echo::register_echo_handler(&service, handler.clone())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     assert_eq!(registry.lookup("echo.service").await.unwrap().len(), 1);
     let client = EchoClient::new("echo.service", service.client());
@@ -321,7 +325,8 @@ async fn the_heartbeat_keeps_a_short_ttl_registration_alive() {
         .register_ttl(Duration::from_millis(400))
         .register_interval(Duration::from_millis(50))
         .build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     // Three TTLs: without the heartbeat the node would have expired.
     tokio::time::sleep(Duration::from_millis(1200)).await;

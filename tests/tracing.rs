@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use micro_otel::registry::MemoryRegistry;
-use micro_otel::wrapper::{self, Next, Request};
+use micro_otel::discovery::MemoryRegistry;
+use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Client, Code};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
 use micro_otel_tests::harness::{Echo, Spans, attr, front_and_back, service, span};
@@ -32,7 +32,8 @@ async fn client_server_and_handler_spans_form_one_trace() {
 
     let registry = MemoryRegistry::new();
     let service = service("user.service", &registry, &spans).build();
-    user::register_user_handler(&service, Users::default());
+    user::register_user_handler(&service, Users::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let port = i64::from(running.local_addr().port());
     let users = UserClient::new("user.service", service.client());
@@ -94,8 +95,10 @@ async fn error_codes_set_span_status_per_the_grpc_rules() {
     let spans = Spans::default();
     let registry = MemoryRegistry::new();
     let service = service("mixed", &registry, &spans).build();
-    user::register_user_handler(&service, Users::default());
-    echo::register_echo_handler(&service, Echo::default());
+    user::register_user_handler(&service, Users::default())
+        .expect("handler registered before start");
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
 
     // NOT_FOUND: the caller's error. Client span fails, server span does not.
@@ -154,8 +157,10 @@ async fn a_stream_gets_one_span_for_its_whole_life() {
     let spans = Spans::default();
     let registry = MemoryRegistry::new();
     let service = service("echo.service", &registry, &spans).build();
-    echo::register_echo_handler(&service, Echo::default());
-    user::register_user_handler(&service, Users::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
+    user::register_user_handler(&service, Users::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let echo = EchoClient::new("echo.service", service.client());
 
@@ -218,7 +223,7 @@ struct Seen(Arc<Mutex<Vec<Sighting>>>);
 impl Seen {
     fn wrapper(&self) -> Arc<dyn micro_otel::wrapper::Wrapper> {
         let seen = self.clone();
-        wrapper::from_fn(move |req: Request, next: Next| {
+        wrapper::from_fn(move |call: Call, next: Next| {
             let cx = opentelemetry::Context::current();
             let sc = cx.span().span_context().clone();
             let baggage = cx.baggage().get("tenant").map(|v| v.to_string());
@@ -226,7 +231,7 @@ impl Seen {
                 .lock()
                 .unwrap()
                 .push((sc.trace_id(), sc.is_sampled(), baggage));
-            next.run(req)
+            next.run(call)
         })
     }
 
@@ -243,7 +248,8 @@ async fn incoming_w3c_context_is_continued_and_a_malformed_one_is_ignored() {
     let service = service("echo.service", &registry, &spans)
         .wrap_handler(seen.wrapper())
         .build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     // A caller that is not micro-otel: plain metadata, no client tracing.
     let raw = EchoClient::new(
@@ -346,7 +352,8 @@ async fn with_tracing_off_no_spans_are_made_and_calls_work() {
     let spans = Spans::default();
     let registry = MemoryRegistry::new();
     let service = service("quiet", &registry, &spans).tracing(false).build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let echo = EchoClient::new("quiet", service.client());
     assert_eq!(

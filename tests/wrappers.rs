@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use micro_otel::registry::MemoryRegistry;
-use micro_otel::wrapper::{self, Next, Request, Wrapper};
+use micro_otel::discovery::MemoryRegistry;
+use micro_otel::wrapper::{self, Call, Next, Wrapper};
 use micro_otel::{Code, Status};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
 use micro_otel_tests::harness::{Echo, Spans, attr, front_and_back, service, span};
@@ -18,7 +18,7 @@ type Log = Arc<Mutex<Vec<String>>>;
 /// Logs entry and exit, and whether a span was current on entry.
 fn logging(name: &'static str, log: &Log) -> Arc<dyn Wrapper> {
     let log = log.clone();
-    wrapper::from_fn(move |req: Request, next: Next| {
+    wrapper::from_fn(move |call: Call, next: Next| {
         let log = log.clone();
         async move {
             let traced = opentelemetry::Context::current()
@@ -28,7 +28,7 @@ fn logging(name: &'static str, log: &Log) -> Arc<dyn Wrapper> {
             log.lock()
                 .unwrap()
                 .push(format!("{name} in (traced: {traced})"));
-            let result = next.run(req).await;
+            let result = next.run(call).await;
             log.lock().unwrap().push(format!("{name} out"));
             result
         }
@@ -46,7 +46,8 @@ async fn wrappers_run_in_registration_order_inside_tracing() {
         .wrap_call(logging("call A", &log))
         .wrap_call(logging("call B", &log))
         .build();
-    echo::register_echo_handler(&service, Echo::default());
+    echo::register_echo_handler(&service, Echo::default())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     EchoClient::new("echo.service", service.client())
         .unary(EchoRequest::default())
@@ -72,9 +73,9 @@ async fn wrappers_run_in_registration_order_inside_tracing() {
 async fn a_wrapper_can_reject_a_call_before_the_handler_runs() {
     let spans = Spans::default();
     let registry = MemoryRegistry::new();
-    let require_token = wrapper::from_fn(|req: Request, next: Next| async move {
-        match req.ctx.metadata().get("authorization") {
-            Some(token) if token == "Bearer letmein" => next.run(req).await,
+    let require_token = wrapper::from_fn(|call: Call, next: Next| async move {
+        match call.ctx.metadata().get("authorization") {
+            Some(token) if token == "Bearer letmein" => next.run(call).await,
             _ => Err(Status::unauthenticated("missing or wrong token")),
         }
     });
@@ -82,7 +83,8 @@ async fn a_wrapper_can_reject_a_call_before_the_handler_runs() {
     let service = service("echo.service", &registry, &spans)
         .wrap_handler(require_token)
         .build();
-    echo::register_echo_handler(&service, echo_handler.clone());
+    echo::register_echo_handler(&service, echo_handler.clone())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let client = EchoClient::new("echo.service", service.client());
 
@@ -105,7 +107,8 @@ async fn a_deadline_cancels_the_handler_and_is_reported_on_both_sides() {
     let registry = MemoryRegistry::new();
     let handler = Echo::default();
     let service = service("echo.service", &registry, &spans).build();
-    echo::register_echo_handler(&service, handler.clone());
+    echo::register_echo_handler(&service, handler.clone())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let client = EchoClient::new("echo.service", service.client());
 
@@ -147,7 +150,8 @@ async fn dropping_a_call_cancels_the_handler() {
     let registry = MemoryRegistry::new();
     let handler = Echo::default();
     let service = service("echo.service", &registry, &spans).build();
-    echo::register_echo_handler(&service, handler.clone());
+    echo::register_echo_handler(&service, handler.clone())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let client = EchoClient::new("echo.service", service.client());
 
@@ -173,9 +177,9 @@ async fn a_handlers_deadline_bounds_the_calls_it_makes() {
     let deadlines = Arc::new(Mutex::new(Vec::new()));
     let record = {
         let deadlines = deadlines.clone();
-        wrapper::from_fn(move |req: Request, next: Next| {
-            deadlines.lock().unwrap().push(req.ctx.time_remaining());
-            next.run(req)
+        wrapper::from_fn(move |call: Call, next: Next| {
+            deadlines.lock().unwrap().push(call.ctx.time_remaining());
+            next.run(call)
         })
     };
     let (front, front_running, back_running) = front_and_back(&registry, &spans, record).await;
@@ -209,7 +213,8 @@ async fn an_abandoned_call_still_ends_both_spans_as_cancelled() {
     let registry = MemoryRegistry::new();
     let handler = Echo::default();
     let service = service("echo.service", &registry, &spans).build();
-    echo::register_echo_handler(&service, handler.clone());
+    echo::register_echo_handler(&service, handler.clone())
+        .expect("handler registered before start");
     let running = service.start().await.unwrap();
     let client = EchoClient::new("echo.service", service.client());
 

@@ -10,10 +10,9 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
-use crate::client::Client;
-use crate::registry::{MemoryRegistry, Node, Registry, RegistryError};
-use crate::selector::{Random, Selector};
-use crate::server::{Router, Routes, RunningServer};
+use crate::client::{Client, ClientConfig};
+use crate::discovery::{MemoryRegistry, Node, Registry, RegistryError, Selector};
+use crate::server::{BoxHttpService, Router, Routes, RunningServer, ServerLayer};
 use crate::trace::Tracing;
 use crate::wrapper::{Wrapper, Wrappers};
 
@@ -34,6 +33,18 @@ pub enum Error {
     /// Waiting for a shutdown signal failed.
     #[error("listening for shutdown signals: {0}")]
     Signal(std::io::Error),
+    /// A handler was added after the service started: it would never be served.
+    #[error("cannot serve {service}: the service has already started")]
+    AlreadyStarted {
+        /// The proto service of the handler.
+        service: &'static str,
+    },
+    /// A second handler for the same proto service.
+    #[error("{service} already has a handler on this service")]
+    DuplicateHandler {
+        /// The proto service served twice.
+        service: &'static str,
+    },
 }
 
 /// A microservice: serves registered handlers and makes calls, with tracing built in.
@@ -48,8 +59,10 @@ struct Inner {
     address: String,
     registry: Arc<dyn Registry>,
     handler_wrappers: Wrappers,
+    layer: Option<ServerLayer>,
     client: Client,
-    router: Mutex<Router>,
+    /// The routes to serve; `None` once started.
+    router: Mutex<Option<Router>>,
     register_ttl: Duration,
     register_interval: Duration,
     grace_period: Duration,
@@ -58,21 +71,20 @@ struct Inner {
 
 impl Service {
     /// Configures a service registered as `name` (e.g. `user.service`).
-    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
-        ServiceBuilder {
+    pub fn builder(name: impl Into<String>) -> ServiceConfig {
+        ServiceConfig {
             name: name.into(),
             version: "latest".into(),
             address: "127.0.0.1:0".into(),
             registry: Arc::new(MemoryRegistry::global()),
-            selector: Arc::new(Random),
+            client: Client::builder(),
             handler_wrappers: Vec::new(),
-            call_wrappers: Vec::new(),
+            layer: None,
             tracing: true,
             tracer_provider: None,
             register_ttl: Duration::from_secs(90),
             register_interval: Duration::from_secs(30),
             grace_period: Duration::from_secs(30),
-            timeout: None,
         }
     }
 
@@ -92,32 +104,41 @@ impl Service {
     }
 
     /// Serves `routes` (what generated `register_*_handler` functions call), behind this
-    /// service's handler wrappers. Takes effect at the next [`Service::start`].
-    pub fn handle(&self, routes: impl Into<Routes>) {
-        let routes = routes
-            .into()
-            .with_wrappers(self.inner.handler_wrappers.clone());
-        self.inner
-            .router
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(routes);
+    /// service's handler wrappers. Fails once the service has started, and for a second
+    /// handler of the same proto service.
+    pub fn handle(&self, routes: impl Into<Routes>) -> Result<(), Error> {
+        let routes = routes.into();
+        let service = routes.service_name();
+        let mut router = self.inner.router.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(router) = router.as_mut() else {
+            return Err(Error::AlreadyStarted { service });
+        };
+        router
+            .add(routes.with_wrappers(self.inner.handler_wrappers.clone()))
+            .map_err(|_| Error::DuplicateHandler { service })
     }
 
-    /// Binds, registers the node and serves until [`RunningService::stop`].
+    /// Binds, registers the node and serves until [`RunningService::stop`]. A service
+    /// starts once; handlers must be added before.
     pub async fn start(&self) -> Result<RunningService, Error> {
         let inner = self.inner.clone();
         let router = inner
             .router
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let server = RunningServer::start(&inner.address, router, inner.grace_period)
-            .await
-            .map_err(|source| Error::Bind {
-                address: inner.address.clone(),
-                source,
-            })?;
+            .take()
+            .unwrap_or_default();
+        let server = RunningServer::start(
+            &inner.address,
+            router,
+            inner.layer.clone(),
+            inner.grace_period,
+        )
+        .await
+        .map_err(|source| Error::Bind {
+            address: inner.address.clone(),
+            source,
+        })?;
         let node = Node {
             id: format!("{}-{:016x}", inner.name, rand::rng().random::<u64>()),
             address: advertised(server.local_addr()),
@@ -257,23 +278,22 @@ impl std::fmt::Debug for RunningService {
 }
 
 /// Configures a [`Service`].
-pub struct ServiceBuilder {
+pub struct ServiceConfig {
     name: String,
     version: String,
     address: String,
     registry: Arc<dyn Registry>,
-    selector: Arc<dyn Selector>,
+    client: ClientConfig,
     handler_wrappers: Vec<Arc<dyn Wrapper>>,
-    call_wrappers: Vec<Arc<dyn Wrapper>>,
+    layer: Option<ServerLayer>,
     tracing: bool,
     tracer_provider: Option<SdkTracerProvider>,
     register_ttl: Duration,
     register_interval: Duration,
     grace_period: Duration,
-    timeout: Option<Duration>,
 }
 
-impl ServiceBuilder {
+impl ServiceConfig {
     /// Version registered with each node (default `latest`).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
@@ -294,7 +314,7 @@ impl ServiceBuilder {
 
     /// How the client picks nodes (default: random).
     pub fn selector(mut self, selector: impl Selector) -> Self {
-        self.selector = Arc::new(selector);
+        self.client = self.client.selector(Arc::new(selector));
         self
     }
 
@@ -304,9 +324,50 @@ impl ServiceBuilder {
         self
     }
 
-    /// Adds a call wrapper for the service's client; in the order added, inside tracing.
+    /// Adds a call wrapper for the service's client; in the order added, inside tracing
+    /// and outside node selection.
     pub fn wrap_call(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
-        self.call_wrappers.push(wrapper);
+        self.client = self.client.wrap_call(wrapper);
+        self
+    }
+
+    /// Puts a tower layer in front of the server, per HTTP/2 request (e.g.
+    /// `tower::limit::ConcurrencyLimitLayer`, or a tower-http layer). Layers added later are
+    /// outermost. A layer's error is answered as a gRPC status.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxHttpService> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+            Into<tower::BoxError>,
+        <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    {
+        self.layer = Some(crate::server::stack(self.layer.take(), layer));
+        self
+    }
+
+    /// Puts a tower layer around each of the client's channels (one per node); see
+    /// [`ClientConfig::channel_layer`].
+    pub fn channel_layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<crate::client::BoxChannel> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = tower::BoxError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    {
+        self.client = self.client.channel_layer(layer);
         self
     }
 
@@ -342,7 +403,7 @@ impl ServiceBuilder {
 
     /// Default timeout of calls made by the service's client.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.client = self.client.timeout(timeout);
         self
     }
 
@@ -358,16 +419,11 @@ impl ServiceBuilder {
             .into_iter()
             .chain(self.handler_wrappers)
             .collect();
-        let mut client = Client::builder()
+        let client = self
+            .client
             .registry(self.registry.clone())
-            .selector(self.selector)
-            .tracing(tracing);
-        for wrapper in self.call_wrappers {
-            client = client.wrap_call(wrapper);
-        }
-        if let Some(timeout) = self.timeout {
-            client = client.timeout(timeout);
-        }
+            .tracing(tracing)
+            .build();
         Service {
             inner: Arc::new(Inner {
                 name: self.name,
@@ -375,8 +431,9 @@ impl ServiceBuilder {
                 address: self.address,
                 registry: self.registry,
                 handler_wrappers: Wrappers::new(handler_wrappers),
-                client: client.build(),
-                router: Mutex::new(Router::default()),
+                layer: self.layer,
+                client,
+                router: Mutex::new(Some(Router::default())),
                 register_ttl: self.register_ttl,
                 register_interval: self.register_interval,
                 grace_period: self.grace_period,

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use futures_util::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::wrapper::MessageStream;
+use crate::call::MessageStream;
 
 /// A stream a handler returns for a server-streaming or bidi RPC.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -36,18 +36,10 @@ impl<T: 'static> Stream for Streaming<T> {
     type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx).map(|item| {
-            item.map(|result| {
-                result.and_then(|m| {
-                    m.downcast::<T>().map(|b| *b).map_err(|_| {
-                        Status::internal(format!(
-                            "stream item is not a {}",
-                            std::any::type_name::<T>()
-                        ))
-                    })
-                })
-            })
-        })
+        self.inner
+            .as_mut()
+            .poll_next(cx)
+            .map(|item| item.map(|result| result.and_then(|m| m.into_typed::<T>())))
     }
 }
 

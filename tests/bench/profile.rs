@@ -76,13 +76,14 @@ async fn profile_tonic(n: u64) -> anyhow::Result<(u64, u64)> {
 
 async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<(u64, u64)> {
     let mut builder =
-        Service::builder("bench.server").registry(micro_otel::registry::MemoryRegistry::new());
+        Service::builder("bench.server").registry(micro_otel::discovery::MemoryRegistry::new());
     builder = match telemetry {
         Some(t) => builder.tracer_provider(t.provider().clone()),
         None => builder.tracing(false),
     };
     let service = builder.build();
-    user::register_user_handler(&service, servers::Users(servers::store()));
+    user::register_user_handler(&service, servers::Users(servers::store()))
+        .expect("handler registered before start");
     let running = service.start().await?;
     let tracing = telemetry.map(|t| Tracing::new(t.provider()));
     let client = user::UserClient::new(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_otel::Client;
-use micro_otel::registry::{MemoryRegistry, Node, Registry};
+use micro_otel::discovery::{MemoryRegistry, Node, Registry};
 use micro_otel::telemetry::Telemetry;
 use micro_otel::trace::Tracing;
 use serde_json::json;

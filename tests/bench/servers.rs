@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
-use micro_otel::registry::MemoryRegistry;
+use micro_otel::discovery::MemoryRegistry;
 use micro_otel::telemetry::Telemetry;
 use micro_otel::{Context, ResponseStream, Service, Status, Streaming};
 use micro_otel_tests::golden::rpc_kinds_case::echo::v1 as echo;
@@ -116,8 +116,9 @@ async fn serve_micro(
             None => builder.tracing(false),
         };
         let service = builder.build();
-        user::register_user_handler(&service, Users(store.clone()));
-        echo::register_echo_handler(&service, Echo);
+        user::register_user_handler(&service, Users(store.clone()))
+            .expect("handler registered before start");
+        echo::register_echo_handler(&service, Echo).expect("handler registered before start");
         let running = service.start().await?;
         addresses.push(running.local_addr().to_string());
         // Serve for the life of the process.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use micro_otel::registry::MemoryRegistry;
+use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Code, Context, ResponseStream, Service, Status, Streaming};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, Value};
@@ -107,7 +107,7 @@ pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
 }
 
 /// A service on loopback with its own registry and span collector.
-pub fn service(name: &str, registry: &MemoryRegistry, spans: &Spans) -> micro_otel::ServiceBuilder {
+pub fn service(name: &str, registry: &MemoryRegistry, spans: &Spans) -> micro_otel::ServiceConfig {
     Service::builder(name)
         .registry(registry.clone())
         .tracer_provider(spans.provider())
@@ -128,7 +128,7 @@ pub async fn front_and_back(
     let back = service("back", registry, spans)
         .wrap_handler(back_wrapper)
         .build();
-    echo::register_echo_handler(&back, Echo::default());
+    echo::register_echo_handler(&back, Echo::default()).expect("handler registered before start");
     let back_running = back.start().await.expect("back starts");
     let front = service("front", registry, spans).build();
     let forward = EchoClient::new("back", front.client());
@@ -138,7 +138,8 @@ pub async fn front_and_back(
             forward: Some(forward),
             ..Default::default()
         },
-    );
+    )
+    .expect("handler registered before start");
     let front_running = front.start().await.expect("front starts");
     (front, front_running, back_running)
 }

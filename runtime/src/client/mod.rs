@@ -1,33 +1,34 @@
-//! [`Client`]: selects a node and makes gRPC calls through the call wrappers.
+//! [`Client`]: makes gRPC calls through the call chain.
 //!
-//! Flow of a call: typed client -> [`Client::unary`] (or a streaming variant) -> call wrappers
-//! (tracing first: CLIENT span, `traceparent` into metadata) -> registry lookup and selector ->
-//! pooled channel to that node -> tonic.
+//! The chain of a call: typed client -> [`Client::unary`] (or a streaming variant) builds
+//! the [`Context`] -> call wrappers (tracing first: CLIENT span, `traceparent` into
+//! metadata; then the user's) -> selection step (the registry cache's nodes, the
+//! [`Selector`]'s pick, recorded in the context; the outcome fed back) -> transport (the
+//! pooled channel to that node, through the client's tower layers, then tonic).
 
 mod pool;
-mod target;
+mod selection;
+mod transport;
 
-use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
-use http::uri::PathAndQuery;
-use tonic::client::Grpc;
-use tonic::{Extensions, Status};
-use tonic_prost::ProstCodec;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
 
-pub use target::Target;
-
-use crate::context::{Context, Deadline};
-use crate::deadline;
-use crate::method::Method;
-use crate::registry::{MemoryRegistry, Registry};
-use crate::selector::{Random, Selector};
+use crate::call::{
+    BoxFuture, Call, Context, Deadline, Method, Payload, Reply, RoutingKey, Target, deadline,
+    decode,
+};
+use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
 use crate::stream::Streaming;
 use crate::trace::Tracing;
-use crate::wrapper::{Body, BoxFuture, Endpoint, Request, Response, Wrapper, Wrappers};
-use pool::Pool;
+use crate::wrapper::{Chain, Wrapper, Wrappers};
+pub use pool::BoxChannel;
+use pool::{ChannelLayer, Pool};
+use selection::Selection;
+use transport::Transport;
 
 /// Makes calls to services: shared by every typed client, cheap to clone.
 #[derive(Clone)]
@@ -36,25 +37,54 @@ pub struct Client {
 }
 
 struct Inner {
-    registry: Arc<dyn Registry>,
-    selector: Arc<dyn Selector>,
-    wrappers: Wrappers,
+    chain: Arc<Chain>,
     timeout: Option<Duration>,
-    pool: Pool,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("wrappers", &self.inner.wrappers)
             .field("timeout", &self.inner.timeout)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for Client {
     fn default() -> Self {
         Self::builder().build()
+    }
+}
+
+/// Captures the reply metadata of one call made through a typed client, whose methods
+/// return only the message: response headers and (unary) trailers, or the metadata of the
+/// error status.
+///
+/// ```no_run
+/// # async fn demo(req: micro_otel::Request<()>) {
+/// let mut request = req;
+/// let reply = micro_otel::client::ReplyMetadata::capture(&mut request);
+/// // ... typed_client.get_user(request).await ...
+/// let served_by = reply.get().and_then(|md| md.get("x-served-by").cloned());
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ReplyMetadata(Arc<Mutex<Option<MetadataMap>>>);
+
+impl ReplyMetadata {
+    /// Asks for the reply metadata of the call that will send `request`.
+    pub fn capture<T>(request: &mut tonic::Request<T>) -> Self {
+        let slot = Self::default();
+        request.extensions_mut().insert(slot.clone());
+        slot
+    }
+
+    /// The reply metadata, once the call has finished.
+    pub fn get(&self) -> Option<MetadataMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, metadata: &MetadataMap) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(metadata.clone());
     }
 }
 
@@ -66,13 +96,14 @@ impl Client {
     }
 
     /// Configures a client.
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder {
+    pub fn builder() -> ClientConfig {
+        ClientConfig {
             registry: Arc::new(MemoryRegistry::global()),
             selector: Arc::new(Random),
             wrappers: Vec::new(),
             tracing: Some(Tracing::global()),
             timeout: None,
+            channel_layer: None,
         }
     }
 
@@ -84,12 +115,12 @@ impl Client {
         request: tonic::Request<Req>,
     ) -> Result<Resp, Status>
     where
-        Req: prost::Message + Sync + 'static,
-        Resp: prost::Message + Default + Sync + 'static,
+        Req: prost::Message + Clone + 'static,
+        Resp: prost::Message + Default + Clone + 'static,
     {
-        self.call::<Req, Resp, _>(target, method, request, Body::message)
+        self.call::<Resp, _>(target, method, request, Payload::message)
             .await?
-            .body
+            .payload
             .into_message()
     }
 
@@ -101,13 +132,13 @@ impl Client {
         request: tonic::Request<Req>,
     ) -> Result<Streaming<Resp>, Status>
     where
-        Req: prost::Message + Sync + 'static,
-        Resp: prost::Message + Default + Sync + 'static,
+        Req: prost::Message + Clone + 'static,
+        Resp: prost::Message + Default + Clone + 'static,
     {
-        let response = self
-            .call::<Req, Resp, _>(target, method, request, Body::message)
+        let reply = self
+            .call::<Resp, _>(target, method, request, Payload::message)
             .await?;
-        Ok(Streaming::new(response.body.into_stream()?))
+        Ok(Streaming::new(reply.payload.into_stream()?))
     }
 
     /// Makes a client-streaming call.
@@ -118,13 +149,13 @@ impl Client {
         request: tonic::Request<S>,
     ) -> Result<Resp, Status>
     where
-        Req: prost::Message + Sync + 'static,
-        Resp: prost::Message + Default + Sync + 'static,
+        Req: prost::Message + Clone + 'static,
+        Resp: prost::Message + Default + Clone + 'static,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.call::<Req, Resp, _>(target, method, request, erase_requests)
+        self.call::<Resp, _>(target, method, request, requests)
             .await?
-            .body
+            .payload
             .into_message()
     }
 
@@ -136,31 +167,30 @@ impl Client {
         request: tonic::Request<S>,
     ) -> Result<Streaming<Resp>, Status>
     where
-        Req: prost::Message + Sync + 'static,
-        Resp: prost::Message + Default + Sync + 'static,
+        Req: prost::Message + Clone + 'static,
+        Resp: prost::Message + Default + Clone + 'static,
         S: Stream<Item = Req> + Send + 'static,
     {
-        let response = self
-            .call::<Req, Resp, _>(target, method, request, erase_requests)
+        let reply = self
+            .call::<Resp, _>(target, method, request, requests)
             .await?;
-        Ok(Streaming::new(response.body.into_stream()?))
+        Ok(Streaming::new(reply.payload.into_stream()?))
     }
 
-    /// Builds the call's [`Context`] and runs it through the wrappers to the transport. Its
-    /// deadline is the earliest of: the request's timeout, the client's default timeout, and
-    /// the deadline of the call being served, if any.
-    fn call<Req, Resp, T>(
+    /// Builds the call's [`Context`] and runs it through the chain. Its deadline is the
+    /// earliest of: the request's timeout, the client's default timeout, and the deadline
+    /// of the call being served, if any.
+    fn call<Resp, T>(
         &self,
         target: &Target,
         method: &'static Method,
         request: tonic::Request<T>,
-        body: impl FnOnce(T) -> Body,
-    ) -> BoxFuture<Result<Response, Status>>
+        payload: impl FnOnce(T) -> Payload,
+    ) -> BoxFuture<Result<Reply, Status>>
     where
-        Req: prost::Message + Sync + 'static,
-        Resp: prost::Message + Default + Sync + 'static,
+        Resp: prost::Message + Default + Clone + 'static,
     {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, mut extensions, message) = request.into_parts();
         let current = opentelemetry::Context::current();
         let deadline = [
             deadline::from_metadata(&metadata),
@@ -172,37 +202,42 @@ impl Client {
         .min();
         let mut ctx = Context::new(method, metadata);
         ctx.set_deadline(deadline);
-        ctx.set_server_address(Some(target.address().clone()));
+        ctx.set_target(target.clone());
         ctx.set_otel(current);
-        let transport: Arc<dyn Endpoint> = Arc::new(Transport::<Req, Resp> {
-            client: self.inner.clone(),
-            target: target.clone(),
-            _types: PhantomData,
-        });
-        self.inner.wrappers.run(
-            transport,
-            Request {
-                ctx,
-                body: body(message),
-            },
-        )
+        ctx.set_decode_reply(decode::<Resp>);
+        ctx.set_routing_key(extensions.remove::<RoutingKey>());
+        let reply = self.inner.chain.run(Call::new(ctx, payload(message)));
+        match extensions.remove::<ReplyMetadata>() {
+            None => reply,
+            Some(slot) => Box::pin(async move {
+                let result = reply.await;
+                match &result {
+                    Ok(reply) => slot.set(&reply.metadata),
+                    Err(status) => slot.set(status.metadata()),
+                }
+                result
+            }),
+        }
     }
 }
 
-fn erase_requests<Req: Send + 'static>(requests: impl Stream<Item = Req> + Send + 'static) -> Body {
-    Body::stream(requests.map(Ok::<Req, Status>))
+fn requests<Req: prost::Message + Clone + 'static>(
+    requests: impl Stream<Item = Req> + Send + 'static,
+) -> Payload {
+    Payload::stream(requests.map(Ok::<Req, Status>))
 }
 
 /// Configures a [`Client`].
-pub struct ClientBuilder {
+pub struct ClientConfig {
     registry: Arc<dyn Registry>,
     selector: Arc<dyn Selector>,
     wrappers: Vec<Arc<dyn Wrapper>>,
     tracing: Option<Tracing>,
     timeout: Option<Duration>,
+    channel_layer: Option<ChannelLayer>,
 }
 
-impl ClientBuilder {
+impl ClientConfig {
     /// Where service names are looked up (default: the process-wide in-memory registry).
     pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
         self.registry = registry;
@@ -215,7 +250,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds a call wrapper; wrappers run in the order added, inside tracing.
+    /// Adds a call wrapper; wrappers run in the order added, inside tracing and outside
+    /// node selection.
     pub fn wrap_call(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
         self.wrappers.push(wrapper);
         self
@@ -233,174 +269,55 @@ impl ClientBuilder {
         self
     }
 
+    /// Puts a tower layer around every channel (one per node), e.g. a concurrency limit per
+    /// node or a tower-http layer on the HTTP/2 requests. Layers added later are outermost.
+    pub fn channel_layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<pool::BoxChannel> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = tower::BoxError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    {
+        self.channel_layer = Some(pool::stack(self.channel_layer.take(), layer));
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Client {
+        let pool = Arc::new(Pool::new(self.channel_layer));
+        let evict = pool.clone();
+        let cache = Cache::new(self.registry).on_removed(move |node| evict.remove(&node.address));
         let wrappers = self
             .tracing
             .map(|t| t.client())
             .into_iter()
             .chain(self.wrappers)
             .collect();
+        let selection: Arc<dyn Wrapper> = Arc::new(Selection::new(cache, self.selector));
         Client {
             inner: Arc::new(Inner {
-                registry: self.registry,
-                selector: self.selector,
-                wrappers: Wrappers::new(wrappers),
+                chain: Chain::with_steps(
+                    Wrappers::new(wrappers),
+                    vec![selection],
+                    Transport::new(pool),
+                ),
                 timeout: self.timeout,
-                pool: Pool::default(),
             }),
         }
     }
 }
 
-/// The innermost step on the client: node selection and the gRPC call itself.
-struct Transport<Req, Resp> {
-    client: Arc<Inner>,
-    target: Target,
-    _types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp> Endpoint for Transport<Req, Resp>
-where
-    Req: prost::Message + Sync + 'static,
-    Resp: prost::Message + Default + Sync + 'static,
-{
-    fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
-        let client = self.client.clone();
-        let target = self.target.clone();
-        Box::pin(async move {
-            match req.ctx.deadline() {
-                Some(deadline) => {
-                    deadline::bound(deadline, send::<Req, Resp>(&client, &target, req)).await
-                }
-                None => send::<Req, Resp>(&client, &target, req).await,
-            }
-        })
-    }
-}
-
-async fn send<Req, Resp>(client: &Inner, target: &Target, req: Request) -> Result<Response, Status>
-where
-    Req: prost::Message + Sync + 'static,
-    Resp: prost::Message + Default + Sync + 'static,
-{
-    let deadline = req.ctx.deadline();
-    send_once::<Req, Resp>(client, target, req)
-        .await
-        .map_err(|status| match deadline {
-            // tonic's channel enforces `grpc-timeout` too, and reports it as CANCELLED.
-            Some(d) if status.code() == tonic::Code::Cancelled && Instant::now() >= d => {
-                Status::deadline_exceeded("deadline exceeded")
-            }
-            _ => status,
-        })
-}
-
-async fn send_once<Req, Resp>(
-    client: &Inner,
-    target: &Target,
-    req: Request,
-) -> Result<Response, Status>
-where
-    Req: prost::Message + Sync + 'static,
-    Resp: prost::Message + Default + Sync + 'static,
-{
-    let Request { ctx, body } = req;
-    let method = ctx.method();
-    let deadline = ctx.deadline();
-    let mut metadata = ctx.into_metadata();
-    if let Some(deadline) = deadline {
-        deadline::to_metadata(deadline, &mut metadata);
-    }
-    let mut grpc = Grpc::new(client.channel(target).await?);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(format!("{target}: {e}")))?;
-    let path = PathAndQuery::from_static(method.path);
-    let codec = ProstCodec::<Req, Resp>::default();
-    let body = match (body, method.kind.server_streams()) {
-        (Body::Message(m), false) => {
-            let message = Body::Message(m).into_message::<Req>()?;
-            Body::message(
-                grpc.unary(
-                    tonic::Request::from_parts(metadata, Extensions::default(), message),
-                    path,
-                    codec,
-                )
-                .await?
-                .into_inner(),
-            )
-        }
-        (Body::Message(m), true) => {
-            let message = Body::Message(m).into_message::<Req>()?;
-            Body::stream(
-                grpc.server_streaming(
-                    tonic::Request::from_parts(metadata, Extensions::default(), message),
-                    path,
-                    codec,
-                )
-                .await?
-                .into_inner(),
-            )
-        }
-        (Body::Stream(s), false) => {
-            let requests = typed_requests::<Req>(s);
-            Body::message(
-                grpc.client_streaming(
-                    tonic::Request::from_parts(metadata, Extensions::default(), requests),
-                    path,
-                    codec,
-                )
-                .await?
-                .into_inner(),
-            )
-        }
-        (Body::Stream(s), true) => {
-            let requests = typed_requests::<Req>(s);
-            Body::stream(
-                grpc.streaming(
-                    tonic::Request::from_parts(metadata, Extensions::default(), requests),
-                    path,
-                    codec,
-                )
-                .await?
-                .into_inner(),
-            )
-        }
-    };
-    Ok(Response { body })
-}
-
-/// Turns an erased request stream back into typed messages; it ends at the first item a
-/// wrapper replaced with something else.
-fn typed_requests<Req: Send + 'static>(
-    stream: crate::wrapper::MessageStream,
-) -> impl Stream<Item = Req> + Send + 'static {
-    stream
-        .map(|item| item.ok().and_then(|m| m.downcast::<Req>().ok()).map(|b| *b))
-        .take_while(|m| std::future::ready(m.is_some()))
-        .filter_map(std::future::ready)
-}
-
-impl Inner {
-    /// Resolves the target to a node and returns the pooled channel to it.
-    async fn channel(&self, target: &Target) -> Result<tonic::transport::Channel, Status> {
-        if target.is_direct() {
-            return self.pool.get(target.name());
-        }
-        let nodes = self
-            .registry
-            .lookup(target.name())
-            .await
-            .map_err(|e| Status::unavailable(format!("looking up {target}: {e}")))?;
-        if nodes.is_empty() {
-            return Err(Status::unavailable(format!(
-                "service {target} has no registered nodes"
-            )));
-        }
-        let node = self.selector.select(target.name(), &nodes).ok_or_else(|| {
-            Status::unavailable(format!("selector refused every node of {target}"))
-        })?;
-        self.pool.get(&node.address)
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("wrappers", &self.wrappers.len())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }

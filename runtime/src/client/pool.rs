@@ -1,46 +1,149 @@
-//! One lazily connected HTTP/2 channel per node address, shared by all calls.
+//! One lazily connected HTTP/2 channel per node address, shared by all calls, behind the
+//! client's tower layers if it has any.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::task::{Context as TaskContext, Poll};
 
 use tonic::Status;
+use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Layer, Service, ServiceExt};
 
-/// Channels by address; a channel multiplexes every call to its node over one connection
-/// and reconnects by itself.
-#[derive(Debug, Default)]
+/// A channel behind the client's tower layers, as the layers see it.
+pub type BoxChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// The client's tower layers, composed into one function.
+pub(crate) type ChannelLayer = Arc<dyn Fn(BoxChannel) -> BoxChannel + Send + Sync>;
+
+/// `layer` around whatever `inner` already does.
+pub(crate) fn stack<L>(inner: Option<ChannelLayer>, layer: L) -> ChannelLayer
+where
+    L: Layer<BoxChannel> + Send + Sync + 'static,
+    L::Service: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+{
+    Arc::new(move |channel| {
+        let channel = match &inner {
+            Some(inner) => inner(channel),
+            None => channel,
+        };
+        BoxCloneSyncService::new(layer.layer(channel))
+    })
+}
+
+/// A connection to one node: the plain channel, or the channel behind the layers.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Plain(Channel),
+    Layered(BoxChannel),
+}
+
+/// Connections by address; a channel multiplexes every call to its node over one HTTP/2
+/// connection and reconnects by itself.
+#[derive(Default)]
 pub(crate) struct Pool {
-    channels: RwLock<HashMap<String, Channel>>,
+    layer: Option<ChannelLayer>,
+    conns: RwLock<HashMap<String, Conn>>,
 }
 
 impl Pool {
-    /// The channel to `address` (`host:port` or a URL), created on first use.
-    pub(crate) fn get(&self, address: &str) -> Result<Channel, Status> {
-        if let Some(channel) = self
-            .channels
+    pub(crate) fn new(layer: Option<ChannelLayer>) -> Self {
+        Self {
+            layer,
+            conns: RwLock::default(),
+        }
+    }
+
+    /// The connection to `address` (`host:port` or a URL), created on first use.
+    pub(crate) fn get(&self, address: &str) -> Result<Conn, Status> {
+        if let Some(conn) = self
+            .conns
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(address)
         {
-            return Ok(channel.clone());
+            return Ok(conn.clone());
         }
         let uri = if address.starts_with("http://") || address.starts_with("https://") {
             address.to_owned()
         } else {
             format!("http://{address}")
         };
-        let endpoint = Endpoint::from_shared(uri)
+        let channel = Endpoint::from_shared(uri)
             .map_err(|e| {
                 Status::invalid_argument(format!("invalid node address {address:?}: {e}"))
             })?
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        self.channels
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let conn = match &self.layer {
+            None => Conn::Plain(channel),
+            Some(layer) => Conn::Layered(layer(BoxCloneSyncService::new(
+                channel.map_err(BoxError::from),
+            ))),
+        };
+        Ok(self
+            .conns
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(address.to_owned())
-            .or_insert(channel.clone());
-        Ok(channel)
+            .or_insert(conn)
+            .clone())
+    }
+
+    /// Drops the connection to `address` (its node left the registry).
+    pub(crate) fn remove(&self, address: &str) {
+        let removed = self
+            .conns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(address);
+        if removed.is_some() {
+            tracing::debug!(%address, "closed the channel to a node that left");
+        }
+    }
+
+    /// The addresses with a connection.
+    #[cfg(test)]
+    fn addresses(&self) -> Vec<String> {
+        let mut v: Vec<_> = self
+            .conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Service<http::Request<Body>> for Conn {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = futures_util::future::Either<
+        futures_util::future::ErrInto<<Channel as Service<http::Request<Body>>>::Future, BoxError>,
+        <BoxChannel as Service<http::Request<Body>>>::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Conn::Plain(c) => c.poll_ready(cx).map_err(Into::into),
+            Conn::Layered(s) => s.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        use futures_util::TryFutureExt;
+        match self {
+            Conn::Plain(c) => futures_util::future::Either::Left(c.call(req).err_into()),
+            Conn::Layered(s) => futures_util::future::Either::Right(s.call(req)),
+        }
     }
 }
 
@@ -49,19 +152,26 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn one_channel_per_address_is_reused() {
+    async fn one_channel_per_address_is_reused_and_removed_when_its_node_leaves() {
         let pool = Pool::default();
         for _ in 0..3 {
             pool.get("127.0.0.1:50051").expect("valid address");
             pool.get("http://127.0.0.1:50052").expect("valid URL");
         }
-        let channels = pool.channels.read().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(channels.len(), 2);
+        assert_eq!(
+            pool.addresses(),
+            ["127.0.0.1:50051", "http://127.0.0.1:50052"]
+        );
+        pool.remove("127.0.0.1:50051");
+        assert_eq!(pool.addresses(), ["http://127.0.0.1:50052"]);
     }
 
     #[tokio::test]
     async fn an_invalid_address_is_named_in_the_error() {
-        let status = Pool::default().get("not an address").unwrap_err();
+        let status = Pool::default()
+            .get("not an address")
+            .err()
+            .expect("invalid");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(
             status.message().contains("not an address"),

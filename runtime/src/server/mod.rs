@@ -1,5 +1,5 @@
 //! The gRPC server: an HTTP/2 listener (hyper) routing requests to [`Routes`] by service
-//! name, with graceful shutdown.
+//! name, through the service's tower layers if it has any, with graceful shutdown.
 
 mod routes;
 
@@ -17,14 +17,43 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tonic::body::Body as HttpBody;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Layer, Service, ServiceExt};
 
 pub use routes::{Routes, RoutesBuilder};
 pub use tonic::server::NamedService;
 
 pub(crate) use routes::ConnInfo;
 
-use crate::context::NetAddress;
-use crate::wrapper::BoxFuture;
+use crate::call::{BoxFuture, NetAddress};
+
+/// The server as its tower layers see it: one HTTP/2 request in, one response out.
+pub type BoxHttpService =
+    BoxCloneSyncService<http::Request<HttpBody>, http::Response<HttpBody>, BoxError>;
+
+/// The server's tower layers, composed into one function applied per connection.
+pub(crate) type ServerLayer = Arc<dyn Fn(BoxHttpService) -> BoxHttpService + Send + Sync>;
+
+/// `layer` around whatever `inner` already does; its errors become gRPC statuses.
+pub(crate) fn stack<L>(inner: Option<ServerLayer>, layer: L) -> ServerLayer
+where
+    L: Layer<BoxHttpService> + Send + Sync + 'static,
+    L::Service: Service<http::Request<HttpBody>, Response = http::Response<HttpBody>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<http::Request<HttpBody>>>::Error: Into<BoxError>,
+    <L::Service as Service<http::Request<HttpBody>>>::Future: Send + 'static,
+{
+    Arc::new(move |service| {
+        let service = match &inner {
+            Some(inner) => inner(service),
+            None => service,
+        };
+        BoxCloneSyncService::new(layer.layer(service).map_err(Into::into))
+    })
+}
 
 /// All services of one server, by fully qualified proto service name.
 #[derive(Debug, Default, Clone)]
@@ -33,9 +62,15 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// Adds (or replaces) a service.
-    pub(crate) fn add(&mut self, routes: Routes) {
-        self.services.insert(routes.service_name(), routes);
+    /// Adds a service; a second set of routes for the same service is refused.
+    pub(crate) fn add(&mut self, routes: Routes) -> Result<(), Routes> {
+        match self.services.entry(routes.service_name()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(routes),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(routes);
+                Ok(())
+            }
+        }
     }
 
     fn serve(
@@ -66,12 +101,13 @@ impl RunningServer {
     pub(crate) async fn start(
         address: &str,
         router: Router,
+        layer: Option<ServerLayer>,
         grace: Duration,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown, signal) = watch::channel(false);
-        let task = tokio::spawn(accept(listener, Arc::new(router), signal, grace));
+        let task = tokio::spawn(accept(listener, Arc::new(router), layer, signal, grace));
         Ok(Self {
             local_addr,
             shutdown,
@@ -96,6 +132,7 @@ impl RunningServer {
 async fn accept(
     listener: TcpListener,
     router: Arc<Router>,
+    layer: Option<ServerLayer>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -113,11 +150,32 @@ async fn accept(
                         client: NetAddress::from_socket(peer),
                     });
                     let router = router.clone();
-                    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                        let response = router.serve(req.map(HttpBody::new), &info);
-                        async move { Ok::<_, Infallible>(response.await) }
-                    });
-                    let connection = graceful.watch(http2.serve_connection(TokioIo::new(stream), service));
+                    let io = TokioIo::new(stream);
+                    let connection: BoxFuture<Result<(), hyper::Error>> = match &layer {
+                        None => {
+                            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                                let response = router.serve(req.map(HttpBody::new), &info);
+                                async move { Ok::<_, Infallible>(response.await) }
+                            });
+                            Box::pin(graceful.watch(http2.serve_connection(io, service)))
+                        }
+                        Some(layer) => {
+                            let inner = tower::service_fn(move |req: http::Request<HttpBody>| {
+                                let response = router.serve(req, &info);
+                                async move { Ok::<_, BoxError>(response.await) }
+                            });
+                            let layered = layer(BoxCloneSyncService::new(inner));
+                            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                                let answer = layered.clone().oneshot(req.map(HttpBody::new));
+                                async move {
+                                    Ok::<_, Infallible>(answer.await.unwrap_or_else(|e| {
+                                        crate::wrapper::status_of(e).into_http()
+                                    }))
+                                }
+                            });
+                            Box::pin(graceful.watch(http2.serve_connection(io, service)))
+                        }
+                    };
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {
                             tracing::debug!(error = %e, %peer, "connection ended with an error");

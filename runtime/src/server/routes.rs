@@ -13,16 +13,17 @@ use std::task::{Context as TaskContext, Poll};
 
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
-use tonic::Status;
 use tonic::body::Body as HttpBody;
 use tonic::server::Grpc;
-use tonic_prost::ProstCodec;
+use tonic::{Extensions, Status};
+use tower::service_fn;
 
-use crate::context::{Context, NetAddress};
-use crate::deadline;
-use crate::method::Method;
+use crate::call::{
+    AnyMessage, BoxFuture, Call, Context, Decode, ErasedCodec, MessageStream, Method, MethodKind,
+    NetAddress, Payload, Reply, deadline, decode,
+};
 use crate::stream::{ResponseStream, Streaming};
-use crate::wrapper::{Body, BoxFuture, Endpoint, Request, Response, Wrappers};
+use crate::wrapper::{Chain, Terminal, Wrappers};
 
 /// What the server knows about a connection, handed to every request on it.
 #[derive(Debug)]
@@ -47,11 +48,13 @@ struct Inner {
     wrappers: Wrappers,
 }
 
+/// One method: how to decode its requests and the chain that answers them.
 #[derive(Clone)]
 struct Route {
     method: &'static Method,
-    endpoint: Arc<dyn Endpoint>,
-    dispatch: Arc<dyn Dispatch>,
+    decode: Decode,
+    handler: Arc<dyn Terminal>,
+    chain: Arc<Chain>,
 }
 
 impl Routes {
@@ -77,15 +80,29 @@ impl Routes {
         self.inner.methods.values().map(|r| r.method)
     }
 
-    /// The same routes with a different wrapper chain (first is outermost).
+    /// The same routes behind a different wrapper chain (first is outermost).
     pub fn with_wrappers(self, wrappers: Wrappers) -> Self {
-        let inner = Inner {
-            service: self.inner.service,
-            methods: self.inner.methods.clone(),
-            wrappers,
-        };
+        let methods = self
+            .inner
+            .methods
+            .iter()
+            .map(|(path, route)| {
+                let chain = Chain::new(wrappers.clone(), route.handler.clone());
+                (
+                    *path,
+                    Route {
+                        chain,
+                        ..route.clone()
+                    },
+                )
+            })
+            .collect();
         Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                service: self.inner.service,
+                methods,
+                wrappers,
+            }),
         }
     }
 
@@ -101,15 +118,7 @@ impl Routes {
         conn: Option<Arc<ConnInfo>>,
     ) -> BoxFuture<http::Response<HttpBody>> {
         match self.inner.methods.get(req.uri().path()) {
-            Some(route) => route.dispatch.serve(
-                req,
-                Chain {
-                    method: route.method,
-                    wrappers: self.inner.wrappers.clone(),
-                    endpoint: route.endpoint.clone(),
-                    conn,
-                },
-            ),
+            Some(route) => Box::pin(dispatch(route.clone(), conn, req)),
             None => {
                 let status = Status::unimplemented(format!(
                     "method {} is not implemented by this server",
@@ -118,6 +127,86 @@ impl Routes {
                 Box::pin(async move { status.into_http() })
             }
         }
+    }
+}
+
+/// Decodes the request as the method's kind says, runs the route's chain, and encodes its
+/// reply: the one dispatch for every RPC kind.
+async fn dispatch(
+    route: Route,
+    conn: Option<Arc<ConnInfo>>,
+    req: http::Request<HttpBody>,
+) -> http::Response<HttpBody> {
+    let mut grpc = Grpc::new(ErasedCodec(route.decode));
+    let one = |r: tonic::Request<AnyMessage>| route.call(r, Payload::Message, conn.clone());
+    let many = |r: tonic::Request<tonic::Streaming<AnyMessage>>| {
+        route.call(r, |s| Payload::Stream(Box::pin(s)), conn.clone())
+    };
+    match route.method.kind {
+        MethodKind::Unary => {
+            let answer = |r| reply_message(one(r));
+            grpc.unary(service_fn(answer), req).await
+        }
+        MethodKind::ServerStreaming => {
+            let answer = |r| reply_stream(one(r));
+            grpc.server_streaming(service_fn(answer), req).await
+        }
+        MethodKind::ClientStreaming => {
+            let answer = |r| reply_message(many(r));
+            grpc.client_streaming(service_fn(answer), req).await
+        }
+        MethodKind::BidiStreaming => {
+            let answer = |r| reply_stream(many(r));
+            grpc.streaming(service_fn(answer), req).await
+        }
+    }
+}
+
+async fn reply_message(
+    reply: BoxFuture<Result<Reply, Status>>,
+) -> Result<tonic::Response<AnyMessage>, Status> {
+    let reply = reply.await?;
+    let message = match reply.payload {
+        Payload::Message(m) => m,
+        Payload::Stream(_) => return Err(Status::internal("a wrapper replied with a stream")),
+    };
+    Ok(tonic::Response::from_parts(
+        reply.metadata,
+        message,
+        Extensions::default(),
+    ))
+}
+
+async fn reply_stream(
+    reply: BoxFuture<Result<Reply, Status>>,
+) -> Result<tonic::Response<MessageStream>, Status> {
+    let reply = reply.await?;
+    let stream = reply.payload.into_stream()?;
+    Ok(tonic::Response::from_parts(
+        reply.metadata,
+        stream,
+        Extensions::default(),
+    ))
+}
+
+impl Route {
+    /// Builds the [`Context`] from the incoming request and runs the chain.
+    fn call<T>(
+        &self,
+        request: tonic::Request<T>,
+        payload: impl FnOnce(T) -> Payload,
+        conn: Option<Arc<ConnInfo>>,
+    ) -> BoxFuture<Result<Reply, Status>> {
+        let (metadata, _, message) = request.into_parts();
+        let deadline = deadline::from_metadata(&metadata);
+        let mut ctx = Context::new(self.method, metadata);
+        ctx.set_deadline(deadline);
+        if let Some(conn) = &conn {
+            ctx.set_remote_addr(Some(conn.peer));
+            ctx.set_server_address(conn.local.clone());
+            ctx.set_client_address(Some(conn.client.clone()));
+        }
+        self.chain.run(Call::new(ctx, payload(message)))
     }
 }
 
@@ -154,26 +243,24 @@ pub struct RoutesBuilder<H> {
 }
 
 impl<H: Send + Sync + 'static> RoutesBuilder<H> {
-    /// Binds `method` to `f`, converting bodies as the RPC shape `S` says.
-    fn bind<S, F, Fut>(mut self, method: &'static Method, f: F) -> Self
+    /// Binds `method` to `f`, converting payloads as its input `I` and output `O` say.
+    fn bind<I, O, F, Fut>(mut self, method: &'static Method, f: F) -> Self
     where
-        S: Shape,
-        F: Fn(Arc<H>, Context, S::In) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<S::Out, Status>> + Send + 'static,
+        I: Input,
+        O: Output,
+        F: Fn(Arc<H>, Context, I::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O::Value, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
-        let endpoint = HandlerEndpoint::arc(move |ctx, body: Body| {
-            let answer = f(handler.clone(), ctx, S::input(body)?);
-            Ok(async move {
-                Ok(Response {
-                    body: S::output(answer.await?),
-                })
-            })
-        });
+        let handler: Arc<dyn Terminal> = Arc::new(Handler(move |ctx, payload| {
+            let answer = f(handler.clone(), ctx, I::input(payload)?);
+            Ok(async move { answer.await.map(O::output) })
+        }));
         let route = Route {
             method,
-            endpoint,
-            dispatch: Arc::new(S::default()),
+            decode: I::DECODE,
+            chain: Chain::new(Wrappers::default(), handler.clone()),
+            handler,
         };
         self.methods.insert(method.path, route);
         self
@@ -182,45 +269,45 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
     /// Binds a unary method: `f(handler, ctx, request)`.
     pub fn unary<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
     where
-        Req: prost::Message + Default + 'static,
-        Resp: prost::Message + 'static,
+        Req: prost::Message + Default + Clone + 'static,
+        Resp: prost::Message + Clone + 'static,
         F: Fn(Arc<H>, Context, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
-        self.bind::<UnaryDispatch<Req, Resp>, _, _>(method, f)
+        self.bind::<One<Req>, One<Resp>, _, _>(method, f)
     }
 
     /// Binds a server-streaming method: `f(handler, ctx, request)` returns a stream.
     pub fn server_streaming<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
     where
-        Req: prost::Message + Default + 'static,
-        Resp: prost::Message + 'static,
+        Req: prost::Message + Default + Clone + 'static,
+        Resp: prost::Message + Clone + 'static,
         F: Fn(Arc<H>, Context, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
-        self.bind::<ServerStreamingDispatch<Req, Resp>, _, _>(method, f)
+        self.bind::<One<Req>, Many<Resp>, _, _>(method, f)
     }
 
     /// Binds a client-streaming method: `f(handler, ctx, requests)`.
     pub fn client_streaming<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
     where
-        Req: prost::Message + Default + 'static,
-        Resp: prost::Message + 'static,
+        Req: prost::Message + Default + Clone + 'static,
+        Resp: prost::Message + Clone + 'static,
         F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
-        self.bind::<ClientStreamingDispatch<Req, Resp>, _, _>(method, f)
+        self.bind::<Many<Req>, One<Resp>, _, _>(method, f)
     }
 
     /// Binds a bidirectional-streaming method: `f(handler, ctx, requests)` returns a stream.
     pub fn streaming<Req, Resp, F, Fut>(self, method: &'static Method, f: F) -> Self
     where
-        Req: prost::Message + Default + 'static,
-        Resp: prost::Message + 'static,
+        Req: prost::Message + Default + Clone + 'static,
+        Resp: prost::Message + Clone + 'static,
         F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
-        self.bind::<StreamingDispatch<Req, Resp>, _, _>(method, f)
+        self.bind::<Many<Req>, Many<Resp>, _, _>(method, f)
     }
 
     /// Finishes the routes with the default wrapper chain: tracing through the global
@@ -230,302 +317,113 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
             inner: Arc::new(Inner {
                 service: self.service,
                 methods: self.methods,
-                wrappers: crate::trace::default_handler_wrappers(),
+                wrappers: Wrappers::default(),
             }),
         }
+        .with_wrappers(crate::trace::default_handler_wrappers())
     }
 }
 
-/// An RPC shape: what the handler takes and returns, and how both cross the type-erased
-/// wrapper chain.
-trait Shape: Dispatch + Default {
-    /// What the handler is given: a message or a stream of them.
-    type In: Send + 'static;
-    /// What the handler returns: a message or a stream of them.
-    type Out: Send + 'static;
-    /// Types the erased request body.
-    fn input(body: Body) -> Result<Self::In, Status>;
-    /// Erases the handler's answer.
-    fn output(out: Self::Out) -> Body;
+/// What a handler takes: one request message, or a stream of them.
+trait Input {
+    /// The handler's argument.
+    type Value: Send + 'static;
+    /// Decodes one request message.
+    const DECODE: Decode;
+    /// Types the request payload.
+    fn input(payload: Payload) -> Result<Self::Value, Status>;
 }
 
-impl<Req, Resp> Shape for UnaryDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    type In = Req;
-    type Out = Resp;
-    fn input(body: Body) -> Result<Req, Status> {
-        body.into_message()
-    }
-    fn output(out: Resp) -> Body {
-        Body::message(out)
-    }
+/// What a handler returns: one reply message, or a stream of them.
+trait Output {
+    /// The handler's answer.
+    type Value: Send + 'static;
+    /// Erases the answer.
+    fn output(value: Self::Value) -> Payload;
 }
 
-impl<Req, Resp> Shape for ServerStreamingDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    type In = Req;
-    type Out = ResponseStream<Resp>;
-    fn input(body: Body) -> Result<Req, Status> {
-        body.into_message()
-    }
-    fn output(out: ResponseStream<Resp>) -> Body {
-        Body::stream(out)
+/// One message of type `T`.
+struct One<T>(PhantomData<fn() -> T>);
+/// A stream of messages of type `T`.
+struct Many<T>(PhantomData<fn() -> T>);
+
+impl<T: prost::Message + Default + Clone + 'static> Input for One<T> {
+    type Value = T;
+    const DECODE: Decode = decode::<T>;
+    fn input(payload: Payload) -> Result<T, Status> {
+        payload.into_message()
     }
 }
 
-impl<Req, Resp> Shape for ClientStreamingDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    type In = Streaming<Req>;
-    type Out = Resp;
-    fn input(body: Body) -> Result<Streaming<Req>, Status> {
-        Ok(Streaming::new(body.into_stream()?))
-    }
-    fn output(out: Resp) -> Body {
-        Body::message(out)
+impl<T: prost::Message + Default + Clone + 'static> Input for Many<T> {
+    type Value = Streaming<T>;
+    const DECODE: Decode = decode::<T>;
+    fn input(payload: Payload) -> Result<Streaming<T>, Status> {
+        Ok(Streaming::new(payload.into_stream()?))
     }
 }
 
-impl<Req, Resp> Shape for StreamingDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    type In = Streaming<Req>;
-    type Out = ResponseStream<Resp>;
-    fn input(body: Body) -> Result<Streaming<Req>, Status> {
-        Ok(Streaming::new(body.into_stream()?))
-    }
-    fn output(out: ResponseStream<Resp>) -> Body {
-        Body::stream(out)
+impl<T: prost::Message + Clone + 'static> Output for One<T> {
+    type Value = T;
+    fn output(value: T) -> Payload {
+        Payload::message(value)
     }
 }
 
-/// The innermost step on the server: calls the user's handler with the call's context
+impl<T: prost::Message + Clone + 'static> Output for Many<T> {
+    type Value = ResponseStream<T>;
+    fn output(value: ResponseStream<T>) -> Payload {
+        Payload::stream(value)
+    }
+}
+
+/// The terminal step on the server: calls the user's handler with the call's context
 /// attached, so spans the handler opens nest under the server span, and cancels it (by
-/// dropping it) when the caller's deadline passes.
-struct HandlerEndpoint<F>(F);
+/// dropping it) when the caller's deadline passes. Headers the handler sets on the context
+/// go out with its reply (or its error).
+struct Handler<F>(F);
 
-impl<F, Fut> HandlerEndpoint<F>
+impl<F, Fut> Terminal for Handler<F>
 where
-    F: Fn(Context, Body) -> Result<Fut, Status> + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response, Status>> + Send + 'static,
+    F: Fn(Context, Payload) -> Result<Fut, Status> + Send + Sync + 'static,
+    Fut: Future<Output = Result<Payload, Status>> + Send + 'static,
 {
-    fn arc(f: F) -> Arc<dyn Endpoint> {
-        Arc::new(Self(f))
-    }
-}
-
-impl<F, Fut> Endpoint for HandlerEndpoint<F>
-where
-    F: Fn(Context, Body) -> Result<Fut, Status> + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response, Status>> + Send + 'static,
-{
-    fn call(&self, req: Request) -> BoxFuture<Result<Response, Status>> {
-        let deadline = req.ctx.deadline();
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
+        let Call { mut ctx, payload } = call;
+        let deadline = ctx.deadline();
         // Nothing to attach without a span or a deadline (tracing off, no timeout).
-        let task_cx = (deadline.is_some() || req.ctx.otel().has_active_span())
-            .then(|| req.ctx.task_context());
-        let fut = match (self.0)(req.ctx, req.body) {
+        let task_cx =
+            (deadline.is_some() || ctx.otel().has_active_span()).then(|| ctx.task_context());
+        let reply_metadata = ctx.collect_reply_metadata();
+        let fut = match (self.0)(ctx, payload) {
             Ok(fut) => fut,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
-        match (deadline, task_cx) {
-            (Some(deadline), Some(cx)) => Box::pin(deadline::bound(deadline, fut).with_context(cx)),
-            (None, Some(cx)) => Box::pin(fut.with_context(cx)),
-            (_, None) => Box::pin(fut),
-        }
-    }
-}
-
-/// Everything needed to run one call through the wrappers to the handler.
-struct Chain {
-    method: &'static Method,
-    wrappers: Wrappers,
-    endpoint: Arc<dyn Endpoint>,
-    /// The connection, when the request came through our own server.
-    conn: Option<Arc<ConnInfo>>,
-}
-
-impl Chain {
-    /// Builds the [`Context`] from the incoming request and runs wrappers and handler; the
-    /// handler is bounded by the caller's deadline.
-    fn run<T>(
-        &self,
-        request: tonic::Request<T>,
-        body: impl FnOnce(T) -> Body,
-    ) -> BoxFuture<Result<Response, Status>> {
-        let (metadata, _, message) = request.into_parts();
-        let deadline = deadline::from_metadata(&metadata);
-        let mut ctx = Context::new(self.method, metadata);
-        ctx.set_deadline(deadline);
-        if let Some(conn) = &self.conn {
-            ctx.set_remote_addr(Some(conn.peer));
-            ctx.set_server_address(conn.local.clone());
-            ctx.set_client_address(Some(conn.client.clone()));
-        }
-        self.wrappers.run(
-            self.endpoint.clone(),
-            Request {
-                ctx,
-                body: body(message),
-            },
-        )
-    }
-}
-
-/// Turns an HTTP/2 request into a typed tonic call for one RPC kind.
-trait Dispatch: Send + Sync + 'static {
-    fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        chain: Chain,
-    ) -> BoxFuture<http::Response<HttpBody>>;
-}
-
-/// Unary: one message each way.
-struct UnaryDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
-/// One request, a stream of responses.
-struct ServerStreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
-/// A stream of requests, one response.
-struct ClientStreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
-/// Streams both ways.
-struct StreamingDispatch<Req, Resp>(PhantomData<fn(Req) -> Resp>);
-
-macro_rules! default_marker {
-    ($($name:ident),*) => {$(
-        impl<Req, Resp> Default for $name<Req, Resp> {
-            fn default() -> Self {
-                Self(PhantomData)
+        let answer = async move {
+            let answer = fut.await;
+            let metadata =
+                std::mem::take(&mut *reply_metadata.lock().unwrap_or_else(|e| e.into_inner()));
+            match answer {
+                Ok(payload) => {
+                    let mut reply = Reply::new(payload);
+                    reply.metadata = metadata;
+                    Ok(reply)
+                }
+                Err(mut status) => {
+                    status
+                        .metadata_mut()
+                        .as_mut()
+                        .extend(metadata.into_headers());
+                    Err(status)
+                }
             }
+        };
+        match (deadline, task_cx) {
+            (Some(deadline), Some(cx)) => {
+                Box::pin(deadline::bound(deadline, answer).with_context(cx))
+            }
+            (None, Some(cx)) => Box::pin(answer.with_context(cx)),
+            (_, None) => Box::pin(answer),
         }
-    )*};
-}
-default_marker!(
-    UnaryDispatch,
-    ServerStreamingDispatch,
-    ClientStreamingDispatch,
-    StreamingDispatch
-);
-
-fn codec<Req, Resp>() -> Grpc<ProstCodec<Resp, Req>>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    Grpc::new(ProstCodec::default())
-}
-
-impl<Req, Resp> Dispatch for UnaryDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        chain: Chain,
-    ) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::message, |r: Response| {
-            r.body.into_message::<Resp>()
-        });
-        Box::pin(async move { codec::<Req, Resp>().unary(call, req).await })
-    }
-}
-
-impl<Req, Resp> Dispatch for ServerStreamingDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        chain: Chain,
-    ) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::message, |r: Response| {
-            Ok(Streaming::<Resp>::new(r.body.into_stream()?))
-        });
-        Box::pin(async move { codec::<Req, Resp>().server_streaming(call, req).await })
-    }
-}
-
-impl<Req, Resp> Dispatch for ClientStreamingDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        chain: Chain,
-    ) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| {
-            r.body.into_message::<Resp>()
-        });
-        Box::pin(async move { codec::<Req, Resp>().client_streaming(call, req).await })
-    }
-}
-
-impl<Req, Resp> Dispatch for StreamingDispatch<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        chain: Chain,
-    ) -> BoxFuture<http::Response<HttpBody>> {
-        let call = ChainCall::new(chain, Body::stream::<Req, _>, |r: Response| {
-            Ok(Streaming::<Resp>::new(r.body.into_stream()?))
-        });
-        Box::pin(async move { codec::<Req, Resp>().streaming(call, req).await })
-    }
-}
-
-/// The tower service tonic's `Grpc` calls with the decoded request: erases the input,
-/// runs the [`Chain`], and types the output again.
-struct ChainCall<In, Out> {
-    chain: Chain,
-    input: fn(In) -> Body,
-    output: fn(Response) -> Result<Out, Status>,
-}
-
-impl<In, Out> ChainCall<In, Out> {
-    fn new(
-        chain: Chain,
-        input: fn(In) -> Body,
-        output: fn(Response) -> Result<Out, Status>,
-    ) -> Self {
-        Self {
-            chain,
-            input,
-            output,
-        }
-    }
-}
-
-impl<In, Out: 'static> tower_service::Service<tonic::Request<In>> for ChainCall<In, Out> {
-    type Response = tonic::Response<Out>;
-    type Error = Status;
-    type Future = BoxFuture<Result<tonic::Response<Out>, Status>>;
-
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: tonic::Request<In>) -> Self::Future {
-        let fut = self.chain.run(request, self.input);
-        let output = self.output;
-        Box::pin(async move { output(fut.await?).map(tonic::Response::new) })
     }
 }

@@ -1,16 +1,14 @@
-//! Tracing wrappers: a SERVER span around every handler and a CLIENT span around every
-//! call, following the OpenTelemetry RPC conventions, with W3C context in gRPC metadata.
+//! Tracing wrappers: a span around every operation, following the OpenTelemetry RPC and
+//! messaging conventions, with W3C context in gRPC metadata and message headers.
 //!
-//! Both are ordinary [`Wrapper`]s, registered first (outermost) by [`crate::Service`].
-//! A stream gets one span for its whole life, ended when the stream ends.
+//! Two ordinary [`Wrapper`]s, registered first (outermost) by [`crate::Service`]: the
+//! outgoing one opens CLIENT spans for calls and PRODUCER spans for publishes; the incoming
+//! one SERVER spans for handlers and CONSUMER spans for message processing. A stream gets
+//! one span for its whole life, ended when the stream ends.
 
 pub mod propagation;
 pub mod semconv;
-mod source;
 pub mod w3c;
-
-pub use source::ChildSpan;
-pub(crate) use source::SpanSource;
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -22,14 +20,17 @@ use futures_util::Stream;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanBuilder, SpanKind, Status as SpanStatus, TraceContextExt, TracerProvider,
+    Link, SpanBuilder, SpanKind, Status as SpanStatus, TraceContextExt, TracerProvider,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::Status;
 
-use crate::context::Context;
-use crate::wrapper::{Body, BoxFuture, MessageStream, Next, Request, Response, Wrapper, Wrappers};
+use crate::call::{
+    AnyMessage, BoxFuture, Call, Context, MessageStream, MessagingKind, Operation, Payload, Reply,
+    SpanSource, StreamEnd,
+};
+use crate::wrapper::{Next, Wrapper, Wrappers};
 use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
 
 /// Where spans go and how context crosses the wire: shared by the server and client
@@ -63,12 +64,14 @@ impl Tracing {
         self
     }
 
-    /// The wrapper that opens a SERVER span around each handler.
+    /// The wrapper for incoming operations: a SERVER span around each handler, a CONSUMER
+    /// span around each message processed.
     pub fn server(&self) -> Arc<dyn Wrapper> {
         Arc::new(ServerTracing(self.clone()))
     }
 
-    /// The wrapper that opens a CLIENT span around each call.
+    /// The wrapper for outgoing operations: a CLIENT span around each call, a PRODUCER span
+    /// around each publish.
     pub fn client(&self) -> Arc<dyn Wrapper> {
         Arc::new(ClientTracing(self.clone()))
     }
@@ -92,44 +95,73 @@ pub(crate) fn default_handler_wrappers() -> Wrappers {
     Wrappers::new(vec![Tracing::global().server()])
 }
 
-/// Which end of the call a span describes; decides which status codes are errors.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Server,
-    Client,
-}
-
 struct ServerTracing(Tracing);
 
 impl Wrapper for ServerTracing {
-    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Result<Response, Status>> {
+    fn call(&self, call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
         let parent = self
             .0
             .propagator
-            .extract(&MetadataExtractor(req.ctx.metadata()));
-        let cx = start_span(&self.0, &req.ctx, SpanKind::Server, parent);
-        req.ctx.set_otel(cx.clone());
-        req.ctx.set_tracer(self.0.tracer.clone());
-        let span = OpenSpan::new(cx.clone(), Side::Server, req.ctx.deadline());
-        let fut = run_in(&cx, next, req);
-        Box::pin(async move { finish(span, fut.await) })
+            .extract(&MetadataExtractor(call.ctx.metadata()));
+        let kind = match call.ctx.operation() {
+            Operation::Rpc(_) => SpanKind::Server,
+            Operation::Message(_) => SpanKind::Consumer,
+        };
+        let cx = start_span(&self.0, &call, kind, parent);
+        traced(&self.0.tracer, cx, call, next)
     }
 }
 
 struct ClientTracing(Tracing);
 
 impl Wrapper for ClientTracing {
-    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Result<Response, Status>> {
-        let parent = req.ctx.otel().clone();
-        let cx = start_span(&self.0, &req.ctx, SpanKind::Client, parent);
+    fn call(&self, mut call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
+        let parent = call.ctx.otel().clone();
+        let kind = match call.ctx.operation() {
+            Operation::Rpc(_) => SpanKind::Client,
+            Operation::Message(_) => SpanKind::Producer,
+        };
+        let cx = start_span(&self.0, &call, kind, parent);
         self.0
             .propagator
-            .inject_context(&cx, &mut MetadataInjector(req.ctx.metadata_mut()));
-        req.ctx.set_otel(cx.clone());
-        req.ctx.set_tracer(self.0.tracer.clone());
-        let span = OpenSpan::new(cx.clone(), Side::Client, req.ctx.deadline());
-        let fut = run_in(&cx, next, req);
-        Box::pin(async move { finish(span, fut.await) })
+            .inject_context(&cx, &mut MetadataInjector(call.ctx.metadata_mut()));
+        traced(&self.0.tracer, cx, call, next)
+    }
+}
+
+/// Runs the rest of the chain inside the span held by `cx`, and ends the span with the
+/// outcome (for a stream, when the stream ends).
+fn traced(
+    tracer: &SpanSource,
+    cx: opentelemetry::Context,
+    mut call: Call,
+    next: Next,
+) -> BoxFuture<Result<Reply, Status>> {
+    call.ctx.set_otel(cx.clone());
+    call.ctx.set_tracer(tracer.clone());
+    let span = OpenSpan::new(cx.clone(), Side::of(&call.ctx), call.ctx.deadline());
+    let fut = run_in(&cx, next, call);
+    Box::pin(async move { finish(span, fut.await) })
+}
+
+/// What a span describes; decides its outcome attributes and which statuses are errors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// A server span: only the server's own failures are errors.
+    RpcServer,
+    /// A client span: every non-OK status is an error.
+    RpcClient,
+    /// A producer or consumer span: no RPC status attribute; every failure is an error.
+    Messaging,
+}
+
+impl Side {
+    fn of(ctx: &Context) -> Self {
+        match ctx.operation() {
+            Operation::Rpc(_) if ctx.target().is_some() => Side::RpcClient,
+            Operation::Rpc(_) => Side::RpcServer,
+            Operation::Message(_) => Side::Messaging,
+        }
     }
 }
 
@@ -137,33 +169,70 @@ impl Wrapper for ClientTracing {
 /// that future runs, so inner wrappers see the call's span. With no inner wrappers there is
 /// nothing to attach: the transport runs no user code, and the handler endpoint attaches
 /// the call's context itself.
-fn run_in(
-    cx: &opentelemetry::Context,
-    next: Next,
-    req: Request,
-) -> BoxFuture<Result<Response, Status>> {
+fn run_in(cx: &opentelemetry::Context, next: Next, call: Call) -> BoxFuture<Result<Reply, Status>> {
     if !next.has_wrappers() {
-        return next.run(req);
+        return next.run(call);
     }
     let _attached = cx.clone().attach();
-    Box::pin(next.run(req).with_context(cx.clone()))
+    Box::pin(next.run(call).with_context(cx.clone()))
 }
 
-/// Starts the call's span under `parent`, with the attributes samplers may look at.
+/// Starts the operation's span under `parent`, with the attributes samplers may look at.
 fn start_span(
     tracing: &Tracing,
-    ctx: &Context,
+    call: &Call,
     kind: SpanKind,
     parent: opentelemetry::Context,
 ) -> opentelemetry::Context {
-    let name = ctx.method().full_name();
-    // What samplers may look at goes in at creation; the rest only if the span records.
-    let builder = SpanBuilder::from_name(Cow::Borrowed(name))
-        .with_kind(kind)
-        .with_attributes([
-            KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC),
-            KeyValue::new(semconv::RPC_METHOD, name),
-        ]);
+    let ctx = &call.ctx;
+    let builder = match ctx.operation() {
+        Operation::Rpc(method) => {
+            let name = method.full_name();
+            SpanBuilder::from_name(Cow::Borrowed(name))
+                .with_kind(kind.clone())
+                .with_attributes([
+                    KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC),
+                    KeyValue::new(semconv::RPC_METHOD, name),
+                ])
+        }
+        Operation::Message(m) => {
+            let operation = match m.kind {
+                MessagingKind::Publish => "send",
+                MessagingKind::Process => "process",
+            };
+            let mut attributes = vec![
+                KeyValue::new(semconv::MESSAGING_SYSTEM, m.system),
+                KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, m.topic.to_string()),
+                KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, operation),
+                KeyValue::new(semconv::MESSAGING_OPERATION_NAME, operation),
+            ];
+            if let Some(group) = &m.group {
+                attributes.push(KeyValue::new(
+                    semconv::MESSAGING_CONSUMER_GROUP_NAME,
+                    group.to_string(),
+                ));
+            }
+            if let Some(id) = &m.message_id {
+                attributes.push(KeyValue::new(semconv::MESSAGING_MESSAGE_ID, id.to_string()));
+            }
+            if let Some(message) = call.payload.as_message() {
+                attributes.push(KeyValue::new(
+                    semconv::MESSAGING_MESSAGE_BODY_SIZE,
+                    message.encoded_len() as i64,
+                ));
+            }
+            let mut builder = SpanBuilder::from_name(format!("{operation} {}", m.topic))
+                .with_kind(kind.clone())
+                .with_attributes(attributes);
+            // The process span is the producer's child and also links to it, so the link
+            // survives backends and batch consumers that re-parent.
+            let producer = parent.span().span_context().clone();
+            if kind == SpanKind::Consumer && producer.is_valid() {
+                builder = builder.with_links(vec![Link::with_context(producer)]);
+            }
+            builder
+        }
+    };
     tracing.tracer.start(builder, &parent, |set| {
         let addresses = [
             (
@@ -191,20 +260,28 @@ fn start_span(
     })
 }
 
-/// Ends the span of a finished call, or hands it to the response stream to end later.
-fn finish(span: OpenSpan, result: Result<Response, Status>) -> Result<Response, Status> {
+/// Ends the span of a finished call, or hands it to the reply stream to end later.
+fn finish(span: OpenSpan, result: Result<Reply, Status>) -> Result<Reply, Status> {
     match result {
-        Ok(Response {
-            body: Body::Stream(stream),
-        }) => Ok(Response {
-            body: Body::Stream(Box::pin(TracedStream {
-                inner: stream,
-                span: Some(span),
-            })),
-        }),
-        Ok(response) => {
+        Ok(mut reply) if reply.payload.is_stream() => {
+            let cx = span.cx.clone();
+            let payload = std::mem::replace(
+                &mut reply.payload,
+                Payload::Stream(Box::pin(futures_util::stream::empty())),
+            );
+            let watched = payload.on_end(move |end| match end {
+                StreamEnd::Finished => span.end(None),
+                StreamEnd::Failed(status) => span.end(Some(status)),
+                StreamEnd::Dropped => drop(span),
+            });
+            if let Payload::Stream(inner) = watched {
+                reply.payload = Payload::Stream(Box::pin(InSpan { inner, cx }));
+            }
+            Ok(reply)
+        }
+        Ok(reply) => {
             span.end(None);
-            Ok(response)
+            Ok(reply)
         }
         Err(status) => {
             span.end(Some(&status));
@@ -213,7 +290,7 @@ fn finish(span: OpenSpan, result: Result<Response, Status>) -> Result<Response, 
     }
 }
 
-/// A call's span until the call's outcome is recorded. Dropped before that (the caller
+/// An operation's span until its outcome is recorded. Dropped before that (the caller
 /// reset the stream, a deadline cut the call short, a stream was abandoned), it still
 /// ends the span with a status: DEADLINE_EXCEEDED once the deadline has passed, else
 /// CANCELLED.
@@ -263,12 +340,16 @@ fn end_span(cx: &opentelemetry::Context, side: Side, error: Option<&Status>) {
         span.end();
         return;
     }
+    let rpc = side != Side::Messaging;
     match error {
-        None => span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, "OK")),
+        None if rpc => span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, "OK")),
+        None => {}
         Some(status) => {
             let code = semconv::code_name(status.code());
-            span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, code));
-            if side == Side::Client || semconv::is_server_error(status.code()) {
+            if rpc {
+                span.set_attribute(KeyValue::new(semconv::RPC_RESPONSE_STATUS_CODE, code));
+            }
+            if side != Side::RpcServer || semconv::is_server_error(status.code()) {
                 span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, code));
                 span.set_status(SpanStatus::error(status.message().to_owned()));
                 span.add_event(
@@ -284,30 +365,18 @@ fn end_span(cx: &opentelemetry::Context, side: Side, error: Option<&Status>) {
     span.end();
 }
 
-/// A response stream that keeps its call's span open until the stream ends, and polls the
-/// inner stream inside the call's context.
-struct TracedStream {
+/// A reply stream polled inside its call's context, so spans opened while producing or
+/// consuming items nest under the call's span.
+struct InSpan {
     inner: MessageStream,
-    /// Taken when the stream ends; dropping it unended records the abandonment.
-    span: Option<OpenSpan>,
+    cx: opentelemetry::Context,
 }
 
-impl Stream for TracedStream {
-    type Item = Result<crate::wrapper::Message, Status>;
+impl Stream for InSpan {
+    type Item = Result<AnyMessage, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let Some(span) = &self.span else {
-            return Poll::Ready(None);
-        };
-        let item = {
-            let _guard = span.cx.clone().attach();
-            self.inner.as_mut().poll_next(task)
-        };
-        match &item {
-            Poll::Ready(None) => self.span.take().map(|s| s.end(None)),
-            Poll::Ready(Some(Err(status))) => self.span.take().map(|s| s.end(Some(status))),
-            _ => None,
-        };
-        item
+        let _guard = self.cx.clone().attach();
+        self.inner.as_mut().poll_next(task)
     }
 }

@@ -1,5 +1,6 @@
-//! OpenTelemetry semantic-convention names used by the tracing wrappers (RPC and gRPC
-//! conventions as of semconv 1.39: `rpc.system.name`, `rpc.method`, `rpc.response.status_code`).
+//! OpenTelemetry semantic-convention names used by the tracing wrappers: RPC and gRPC
+//! conventions as of semconv 1.39 (`rpc.system.name`, `rpc.method`,
+//! `rpc.response.status_code`) and the messaging conventions (still in development).
 
 use tonic::Code;
 
@@ -19,6 +20,26 @@ pub const CLIENT_ADDRESS: &str = "client.address";
 pub const CLIENT_PORT: &str = "client.port";
 /// `error.type`: the status code name when the call failed.
 pub const ERROR_TYPE: &str = "error.type";
+
+/// `network.peer.address`: the address of the node a client call was sent to.
+pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+/// `network.peer.port`: the port of the node a client call was sent to.
+pub const NETWORK_PEER_PORT: &str = "network.peer.port";
+
+/// `messaging.system`: the broker (`nats`, `rabbitmq`, `memory`).
+pub const MESSAGING_SYSTEM: &str = "messaging.system";
+/// `messaging.destination.name`: the topic.
+pub const MESSAGING_DESTINATION_NAME: &str = "messaging.destination.name";
+/// `messaging.operation.type`: `send` or `process`.
+pub const MESSAGING_OPERATION_TYPE: &str = "messaging.operation.type";
+/// `messaging.operation.name`: the operation as the system names it.
+pub const MESSAGING_OPERATION_NAME: &str = "messaging.operation.name";
+/// `messaging.consumer.group.name`: the queue group of a processing subscriber.
+pub const MESSAGING_CONSUMER_GROUP_NAME: &str = "messaging.consumer.group.name";
+/// `messaging.message.id`: the broker's id of the message.
+pub const MESSAGING_MESSAGE_ID: &str = "messaging.message.id";
+/// `messaging.message.body.size`: the encoded message's size in bytes.
+pub const MESSAGING_MESSAGE_BODY_SIZE: &str = "messaging.message.body.size";
 
 /// The value of `rpc.system.name` for gRPC.
 pub const GRPC: &str = "grpc";

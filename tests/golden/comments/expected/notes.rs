@@ -130,7 +130,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -141,12 +141,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `notes.Notes` on `service`.
+/// Serves `handler` as `notes.Notes` on `service`; fails once the service has
+/// started, or if it already serves `notes.Notes`.
 pub fn register_notes_handler<H: NotesHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(NotesServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(NotesServer::new(handler))
 }
 /// Stores notes.
 ///

@@ -144,7 +144,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -155,12 +155,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `odd.type.Loop` on `service`.
+/// Serves `handler` as `odd.type.Loop` on `service`; fails once the service has
+/// started, or if it already serves `odd.type.Loop`.
 pub fn register_loop_handler<H: LoopHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(LoopServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(LoopServer::new(handler))
 }
 /// Names that are Rust keywords or unusual casings.
 ///

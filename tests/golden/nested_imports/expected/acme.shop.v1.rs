@@ -109,7 +109,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -120,12 +120,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `acme.shop.v1.Checkout` on `service`.
+/// Serves `handler` as `acme.shop.v1.Checkout` on `service`; fails once the service has
+/// started, or if it already serves `acme.shop.v1.Checkout`.
 pub fn register_checkout_handler<H: CheckoutHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(CheckoutServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(CheckoutServer::new(handler))
 }
 /// Turns carts into orders.
 ///

@@ -153,7 +153,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -164,12 +164,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `echo.v1.Echo` on `service`.
+/// Serves `handler` as `echo.v1.Echo` on `service`; fails once the service has
+/// started, or if it already serves `echo.v1.Echo`.
 pub fn register_echo_handler<H: EchoHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(EchoServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(EchoServer::new(handler))
 }
 /// Echoes messages back in every RPC shape.
 ///

@@ -66,7 +66,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -77,12 +77,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `pair.Left` on `service`.
+/// Serves `handler` as `pair.Left` on `service`; fails once the service has
+/// started, or if it already serves `pair.Left`.
 pub fn register_left_handler<H: LeftHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(LeftServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(LeftServer::new(handler))
 }
 /// First of two services in one file.
 ///
@@ -197,7 +198,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -208,12 +209,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `pair.Right` on `service`.
+/// Serves `handler` as `pair.Right` on `service`; fails once the service has
+/// started, or if it already serves `pair.Right`.
 pub fn register_right_handler<H: RightHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(RightServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(RightServer::new(handler))
 }
 /// Second of two services in one file; shares the messages.
 ///

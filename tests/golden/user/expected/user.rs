@@ -226,7 +226,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -237,12 +237,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `user.User` on `service`.
+/// Serves `handler` as `user.User` on `service`; fails once the service has
+/// started, or if it already serves `user.User`.
 pub fn register_user_handler<H: UserHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(UserServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(UserServer::new(handler))
 }
 /// Manages users: create them, read them back, page through them, watch changes.
 ///

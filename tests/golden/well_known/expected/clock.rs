@@ -135,7 +135,7 @@ impl ::micro_otel::codegen::Service<
     >;
     fn poll_ready(
         &mut self,
-        cx: &mut ::micro_otel::codegen::Context<'_>,
+        cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
         ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
     }
@@ -146,12 +146,13 @@ impl ::micro_otel::codegen::Service<
         ::micro_otel::codegen::Service::call(&mut self.0, request)
     }
 }
-/// Serves `handler` as `clock.Clock` on `service`.
+/// Serves `handler` as `clock.Clock` on `service`; fails once the service has
+/// started, or if it already serves `clock.Clock`.
 pub fn register_clock_handler<H: ClockHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) {
-    service.handle(ClockServer::new(handler));
+) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+    service.handle(ClockServer::new(handler))
 }
 /// Well-known types as requests and responses.
 ///

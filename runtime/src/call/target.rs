@@ -3,7 +3,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::context::NetAddress;
+use std::net::SocketAddr;
+
+/// A host (name or IP, rendered once per client or connection) and optional port: what
+/// spans report as `server.address`/`server.port` and `client.address`/`client.port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAddress {
+    /// Host name, IP address or registry service name.
+    pub host: Arc<str>,
+    /// Port, when known.
+    pub port: Option<u16>,
+}
+
+impl NetAddress {
+    /// The host and port of a socket address.
+    pub fn from_socket(addr: SocketAddr) -> Self {
+        Self {
+            host: addr.ip().to_string().into(),
+            port: Some(addr.port()),
+        }
+    }
+}
 
 /// What a typed client calls: a service name looked up in the registry (`user.service`),
 /// or a direct address (`127.0.0.1:50051`, `http://host:port`) when it contains a `:`.

@@ -1,0 +1,109 @@
+//! The selection step of the client chain: picks the node a call goes to from the registry
+//! cache with the selector, records it, and tells the selector how the call went.
+
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
+use tonic::Status;
+
+use crate::call::{BoxFuture, Call, Node, Target};
+use crate::discovery::{Cache, Nodes, Outcome, Selector};
+use crate::trace::semconv;
+use crate::wrapper::{Next, Reply, Wrapper};
+
+/// Between the call wrappers and the transport: a wrapper outside it sees the chosen node
+/// on the reply ([`Reply::node`]); a retry outside it gets a fresh choice per attempt.
+pub(crate) struct Selection(Arc<Shared>);
+
+struct Shared {
+    cache: Cache,
+    selector: Arc<dyn Selector>,
+}
+
+impl Selection {
+    pub(crate) fn new(cache: Cache, selector: Arc<dyn Selector>) -> Self {
+        Self(Arc::new(Shared { cache, selector }))
+    }
+}
+
+impl Shared {
+    /// The nodes of the call's service: from the cache's memory, or (the first time) from
+    /// the registry.
+    async fn nodes(&self, target: &Target) -> Result<Nodes, Status> {
+        let service = target.name();
+        self.cache
+            .nodes(service)
+            .await
+            .map_err(|e| Status::unavailable(format!("looking up {service}: {e}")))
+    }
+
+    fn pick(&self, call: &mut Call, nodes: &Nodes) -> Result<Arc<Node>, Status> {
+        let service = call.ctx.target().map(|t| t.name()).unwrap_or_default();
+        if nodes.is_empty() {
+            return Err(Status::unavailable(format!(
+                "service {service} has no registered nodes"
+            )));
+        }
+        let node = self
+            .selector
+            .select(&call.ctx, nodes)
+            .cloned()
+            .ok_or_else(|| {
+                Status::unavailable(format!("the selector refused every node of {service}"))
+            })?;
+        record_peer(&call.ctx, &node);
+        call.ctx.set_node(Some(node.clone()));
+        Ok(node)
+    }
+}
+
+impl Wrapper for Selection {
+    fn call(&self, mut call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
+        let known = match call.ctx.target() {
+            // A direct address, or a node already chosen by a wrapper: nothing to pick.
+            Some(target) if !target.is_direct() && call.ctx.node().is_none() => {
+                match self.0.cache.known(target.name()) {
+                    Some(Ok(nodes)) => Ok(nodes),
+                    _ => Err(target.clone()),
+                }
+            }
+            _ => return next.run(call),
+        };
+        let shared = self.0.clone();
+        Box::pin(async move {
+            let nodes = match known {
+                Ok(nodes) => nodes,
+                Err(target) => shared.nodes(&target).await?,
+            };
+            let node = shared.pick(&mut call, &nodes)?;
+            let result = next.run(call).await;
+            shared.selector.feedback(&node, Outcome::of(&result));
+            result.map(|mut reply| {
+                reply.set_node(Some(node));
+                reply
+            })
+        })
+    }
+}
+
+/// Records the chosen node on the call's span (`network.peer.address`/`.port`).
+fn record_peer(ctx: &crate::call::Context, node: &Node) {
+    let span = ctx.otel().span();
+    if !span.is_recording() {
+        return;
+    }
+    let (host, port) = match node.address.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<i64>().ok()),
+        None => (node.address.as_str(), None),
+    };
+    span.set_attribute(KeyValue::new(
+        semconv::NETWORK_PEER_ADDRESS,
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    ));
+    if let Some(port) = port {
+        span.set_attribute(KeyValue::new(semconv::NETWORK_PEER_PORT, port));
+    }
+}

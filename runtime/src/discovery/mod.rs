@@ -1,0 +1,106 @@
+//! Discovery and load balancing: where the nodes of a service are ([`Registry`], kept
+//! current by a [`Cache`] that follows its watch) and which one a call goes to
+//! ([`Selector`]).
+
+mod cache;
+mod memory;
+mod selector;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+pub use crate::call::Node;
+pub use cache::{Cache, Nodes};
+pub use memory::MemoryRegistry;
+pub use selector::{Outcome, Random, Selector};
+
+use crate::call::BoxFuture;
+
+/// Why a registry operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry backend could not be reached or answered with an error.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A stream of a service's changes, starting with its nodes at the time of the call.
+pub type Watch = Pin<Box<dyn Stream<Item = Result<Change, RegistryError>> + Send + 'static>>;
+
+/// A change in the nodes of one service: all nodes now, and which came and went.
+///
+/// A node whose address or metadata changed is both removed (as it was) and added (as it
+/// is), so whoever holds a connection to the old address knows to drop it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Every live node after the change.
+    pub nodes: Vec<Node>,
+    /// Nodes that appeared (or changed).
+    pub added: Vec<Node>,
+    /// Nodes that left (or changed: as they were).
+    pub removed: Vec<Node>,
+}
+
+impl Change {
+    /// The change from `before` to `after`, or `None` if they hold the same nodes.
+    /// Backends that only see whole snapshots (DNS, polling) build their watch with this.
+    pub fn between(before: &[Node], after: Vec<Node>) -> Option<Self> {
+        let added: Vec<Node> = after
+            .iter()
+            .filter(|n| !before.contains(n))
+            .cloned()
+            .collect();
+        let removed: Vec<Node> = before
+            .iter()
+            .filter(|n| !after.contains(n))
+            .cloned()
+            .collect();
+        (!added.is_empty() || !removed.is_empty()).then_some(Self {
+            nodes: after,
+            added,
+            removed,
+        })
+    }
+}
+
+/// Where services register their nodes and clients find them.
+pub trait Registry: Send + Sync + 'static {
+    /// Registers (or refreshes) `node` under `service`; it expires after `ttl` unless
+    /// registered again.
+    fn register(
+        &self,
+        service: &str,
+        node: &Node,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), RegistryError>>;
+
+    /// Removes `node_id` from `service`.
+    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>>;
+
+    /// The live nodes of `service` (empty if none).
+    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>>;
+
+    /// The nodes of `service` as they change: first every node at the time of the call
+    /// (possibly none), then one [`Change`] per change. The stream ends or fails when the
+    /// backend loses track; the [`Cache`] then keeps the last nodes and watches again.
+    fn watch(&self, service: &str) -> Watch;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_node_is_both_removed_and_added() {
+        let a = Node::new("a", "127.0.0.1:1");
+        let b = Node::new("b", "127.0.0.1:2");
+        let b_moved = Node::new("b", "127.0.0.1:3");
+        let change = Change::between(&[a.clone(), b.clone()], vec![a.clone(), b_moved.clone()])
+            .expect("b changed");
+        assert_eq!(change.added, [b_moved]);
+        assert_eq!(change.removed, [b]);
+        assert!(Change::between(std::slice::from_ref(&a), vec![a.clone()]).is_none());
+    }
+}

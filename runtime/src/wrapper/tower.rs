@@ -1,0 +1,145 @@
+//! Tower interop: a wrapper from a tower [`Layer`], and a layer from a wrapper.
+
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use tonic::Status;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{BoxFuture, Call, Chain, Next, Reply, Terminal, Wrapper, Wrappers};
+
+/// A wrapper running the services `layer` builds, e.g.
+/// `from_layer(tower::limit::ConcurrencyLimitLayer::new(64))`.
+///
+/// The layer is applied once, around a service that runs the rest of the chain, so layers
+/// with shared state (a concurrency limit, a rate limit) share it across calls. The layered
+/// service is cloned per call, as tower services are.
+pub fn from_layer<L>(layer: L) -> Arc<dyn Wrapper>
+where
+    L: Layer<RunNext>,
+    L::Service: Service<Call, Response = Reply> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Call>>::Error: Into<tower::BoxError>,
+    <L::Service as Service<Call>>::Future: Send + 'static,
+{
+    Arc::new(LayerWrapper(layer.layer(RunNext)))
+}
+
+struct LayerWrapper<S>(S);
+
+impl<S> Wrapper for LayerWrapper<S>
+where
+    S: Service<Call, Response = Reply> + Clone + Send + Sync + 'static,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    fn call(&self, mut call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
+        call.ctx.extensions_mut().insert(next);
+        let service = self.0.clone();
+        Box::pin(async move { service.oneshot(call).await.map_err(status_of) })
+    }
+}
+
+/// The service at the bottom of a [`from_layer`] wrapper: runs the rest of the chain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunNext;
+
+impl Service<Call> for RunNext {
+    type Response = Reply;
+    type Error = Status;
+    type Future = BoxFuture<Result<Reply, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut call: Call) -> Self::Future {
+        match call.ctx.extensions_mut().remove::<Next>() {
+            Some(next) => next.run(call),
+            None => Box::pin(std::future::ready(Err(Status::internal(
+                "RunNext called outside a from_layer wrapper",
+            )))),
+        }
+    }
+}
+
+/// A status for an error a tower layer returned: the status itself if it is one, otherwise
+/// UNAVAILABLE (load shed, limit closed), or DEADLINE_EXCEEDED for tower's timeout.
+pub(crate) fn status_of(error: impl Into<tower::BoxError>) -> Status {
+    let error = error.into();
+    match error.downcast::<Status>() {
+        Ok(status) => *status,
+        Err(error) if error.is::<tower::timeout::error::Elapsed>() => {
+            Status::deadline_exceeded(error.to_string())
+        }
+        Err(error) => Status::unavailable(format!("refused by a tower layer: {error}")),
+    }
+}
+
+/// A tower layer running a wrapper in front of the service it wraps.
+#[derive(Clone)]
+pub struct WrapperLayer(Arc<dyn Wrapper>);
+
+impl WrapperLayer {
+    /// A layer of `wrapper`.
+    pub fn new(wrapper: Arc<dyn Wrapper>) -> Self {
+        Self(wrapper)
+    }
+}
+
+impl std::fmt::Debug for WrapperLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WrapperLayer")
+    }
+}
+
+impl<S> Layer<S> for WrapperLayer
+where
+    S: Service<Call, Response = Reply, Error = Status> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Service = WrapperService;
+
+    fn layer(&self, inner: S) -> WrapperService {
+        WrapperService(Chain::new(
+            Wrappers::new(vec![self.0.clone()]),
+            ServiceTerminal(inner),
+        ))
+    }
+}
+
+/// The service a [`WrapperLayer`] builds: the wrapper, then the inner service.
+#[derive(Clone)]
+pub struct WrapperService(Arc<Chain>);
+
+impl std::fmt::Debug for WrapperService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WrapperService")
+    }
+}
+
+impl Service<Call> for WrapperService {
+    type Response = Reply;
+    type Error = Status;
+    type Future = BoxFuture<Result<Reply, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        self.0.run(call)
+    }
+}
+
+/// A tower service as the terminal step of a chain.
+struct ServiceTerminal<S>(S);
+
+impl<S> Terminal for ServiceTerminal<S>
+where
+    S: Service<Call, Response = Reply, Error = Status> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
+        Box::pin(self.0.clone().oneshot(call))
+    }
+}
