@@ -57,6 +57,7 @@ struct Inner {
     name: String,
     version: String,
     address: String,
+    metadata: BTreeMap<String, String>,
     registry: Arc<dyn Registry>,
     handler_wrappers: Wrappers,
     layer: Option<ServerLayer>,
@@ -76,6 +77,7 @@ impl Service {
             name: name.into(),
             version: "latest".into(),
             address: "127.0.0.1:0".into(),
+            metadata: BTreeMap::new(),
             registry: Arc::new(MemoryRegistry::global()),
             client: Client::builder(),
             handler_wrappers: Vec::new(),
@@ -142,10 +144,15 @@ impl Service {
         let node = Node {
             id: format!("{}-{:016x}", inner.name, rand::rng().random::<u64>()),
             address: advertised(server.local_addr()),
-            metadata: BTreeMap::from([
-                ("version".to_owned(), inner.version.clone()),
-                ("transport".to_owned(), "grpc".to_owned()),
-            ]),
+            metadata: inner
+                .metadata
+                .clone()
+                .into_iter()
+                .chain([
+                    ("version".to_owned(), inner.version.clone()),
+                    ("transport".to_owned(), "grpc".to_owned()),
+                ])
+                .collect(),
         };
         if let Err(e) = inner
             .registry
@@ -282,6 +289,7 @@ pub struct ServiceConfig {
     name: String,
     version: String,
     address: String,
+    metadata: BTreeMap<String, String>,
     registry: Arc<dyn Registry>,
     client: ClientConfig,
     handler_wrappers: Vec<Arc<dyn Wrapper>>,
@@ -303,6 +311,13 @@ impl ServiceConfig {
     /// Listen address (default `127.0.0.1:0`: loopback, any free port).
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.address = address.into();
+        self
+    }
+
+    /// Adds a label to the node registered for each instance (zone, weight…), for
+    /// selectors and filters to read; `version` and `transport` are set already.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 
@@ -429,6 +444,7 @@ impl ServiceConfig {
                 name: self.name,
                 version: self.version,
                 address: self.address,
+                metadata: self.metadata,
                 registry: self.registry,
                 handler_wrappers: Wrappers::new(handler_wrappers),
                 layer: self.layer,

@@ -2,7 +2,7 @@
 //! (all four RPC kinds, with delays, failures and cancellation tracking) and service helpers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -153,6 +153,14 @@ pub struct Echo {
     pub started: Arc<Notify>,
     /// Unary calls are forwarded here when set.
     pub forward: Option<EchoClient>,
+    /// Unary calls answered so far (including failures).
+    pub calls: Arc<AtomicUsize>,
+    /// Unary calls to fail with UNAVAILABLE before answering normally.
+    pub fail_first: Arc<AtomicUsize>,
+    /// Unary calls running now, and the most ever at once.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The most unary calls ever running at once.
+    pub peak_in_flight: Arc<AtomicUsize>,
 }
 
 /// Sets a flag when dropped unless disarmed: detects cancelled handlers.
@@ -185,13 +193,30 @@ fn requested_failure(request: &EchoRequest) -> Result<(), Status> {
 }
 
 impl EchoHandler for Echo {
-    async fn unary(&self, _ctx: Context, request: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn unary(&self, ctx: Context, request: EchoRequest) -> Result<EchoResponse, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        // Which instance answered, as a reply header.
+        if let (Some(mut reply), Some(port)) = (
+            ctx.reply_metadata(),
+            ctx.server_address().and_then(|a| a.port),
+        ) {
+            reply.insert("x-echo-port", port.into());
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         let mut guard = CancelGuard(Some(self.cancelled.clone()));
         self.started.notify_one();
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(request.delay_ms.into())).await;
         }
         guard.0 = None;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let failing = self
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(Status::unavailable("failing as asked"));
+        }
         requested_failure(&request)?;
         match &self.forward {
             Some(next) => next.unary(request).await,

@@ -38,6 +38,7 @@ pub struct Client {
 
 struct Inner {
     chain: Arc<Chain>,
+    pool: Arc<Pool>,
     timeout: Option<Duration>,
 }
 
@@ -105,6 +106,12 @@ impl Client {
             timeout: None,
             channel_layer: None,
         }
+    }
+
+    /// The node addresses this client holds a channel to, sorted: channels to nodes that
+    /// left the registry are dropped.
+    pub fn connected_addresses(&self) -> Vec<String> {
+        self.inner.pool.addresses()
     }
 
     /// Makes a unary call.
@@ -305,8 +312,9 @@ impl ClientConfig {
                 chain: Chain::with_steps(
                     Wrappers::new(wrappers),
                     vec![selection],
-                    Transport::new(pool),
+                    Transport::new(pool.clone()),
                 ),
+                pool,
                 timeout: self.timeout,
             }),
         }

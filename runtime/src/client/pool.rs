@@ -108,9 +108,8 @@ impl Pool {
         }
     }
 
-    /// The addresses with a connection.
-    #[cfg(test)]
-    fn addresses(&self) -> Vec<String> {
+    /// The addresses with a connection, sorted.
+    pub(crate) fn addresses(&self) -> Vec<String> {
         let mut v: Vec<_> = self
             .conns
             .read()

@@ -1,0 +1,505 @@
+//! The call chain's shape: wrappers that retry and measure, selectors that see the call and
+//! learn how it went, tower layers on both sides, reply metadata, and the registry cache.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use micro_otel::call::Node;
+use micro_otel::client::ReplyMetadata;
+use micro_otel::discovery::{MemoryRegistry, Outcome, Registry, RegistryError, Selector, Watch};
+use micro_otel::wrapper::{self, BoxFuture, Call, Next};
+use micro_otel::{Code, Context, Status};
+use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
+use micro_otel_tests::harness::{Echo, Spans, service};
+
+/// Starts an echo instance of `name` with `echo` as its handler.
+async fn start_echo(
+    name: &str,
+    registry: &MemoryRegistry,
+    spans: &Spans,
+    echo: Echo,
+    configure: impl FnOnce(micro_otel::ServiceConfig) -> micro_otel::ServiceConfig,
+) -> micro_otel::RunningService {
+    let service = configure(service(name, registry, spans)).build();
+    echo::register_echo_handler(&service, echo).expect("registered before start");
+    service.start().await.expect("starts")
+}
+
+fn request(message: &str) -> EchoRequest {
+    EchoRequest {
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_wrapper_retries_by_running_next_again_with_a_cloned_call() {
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let echo = Echo::default();
+    echo.fail_first.store(2, Ordering::SeqCst);
+    let server = start_echo("echo", &registry, &spans, echo.clone(), |s| s).await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let retry = wrapper::from_fn(move |call: Call, next: Next| {
+        let attempts = counted.clone();
+        async move {
+            loop {
+                let copy = call.try_clone().expect("a unary call can be cloned");
+                attempts.fetch_add(1, Ordering::SeqCst);
+                match next.clone().run(copy).await {
+                    Err(status) if status.code() == Code::Unavailable => continue,
+                    answer => return answer,
+                }
+            }
+        }
+    });
+    let client = service("caller", &registry, &spans)
+        .wrap_call(retry)
+        .build();
+    let reply = EchoClient::new("echo", client.client())
+        .unary(request("again"))
+        .await
+        .expect("the third attempt succeeds");
+    assert_eq!(reply.message, "again");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 3);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrapper_reads_the_chosen_node_and_the_request_size() {
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let server = start_echo("echo", &registry, &spans, Echo::default(), |s| s).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let measure = wrapper::from_fn(move |call: Call, next: Next| {
+        let log = log.clone();
+        async move {
+            let size = call.payload.as_message().map(|m| m.encoded_len());
+            let before = call.ctx.node().cloned();
+            let reply = next.run(call).await?;
+            let node = reply.node().map(|n| n.address.clone());
+            log.lock().unwrap().push((size, before, node));
+            Ok(reply)
+        }
+    });
+    let client = service("caller", &registry, &spans)
+        .wrap_call(measure)
+        .build();
+    let sent = request("twelve bytes");
+    EchoClient::new("echo", client.client())
+        .unary(sent.clone())
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        [(
+            Some(prost::Message::encoded_len(&sent)),
+            None,
+            Some(server.node().address.clone())
+        )],
+        "size known before the call, node chosen inside it and reported on the reply"
+    );
+    server.stop().await.unwrap();
+}
+
+/// Routes by the `x-zone` header to the node labelled with that zone, and records what it
+/// is told of each call.
+#[derive(Default)]
+struct ZoneSelector {
+    told: Mutex<Vec<(String, Outcome)>>,
+}
+
+impl Selector for ZoneSelector {
+    fn select<'a>(&self, ctx: &Context, nodes: &'a [Arc<Node>]) -> Option<&'a Arc<Node>> {
+        let zone = ctx.metadata().get("x-zone")?.to_str().ok()?;
+        nodes
+            .iter()
+            .find(|n| n.metadata.get("zone").map(String::as_str) == Some(zone))
+    }
+
+    fn feedback(&self, node: &Node, outcome: Outcome) {
+        self.told.lock().unwrap().push((node.id.clone(), outcome));
+    }
+}
+
+fn in_zone(zone: &str, message: EchoRequest) -> micro_otel::Request<EchoRequest> {
+    let mut request = micro_otel::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-zone", zone.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_selector_routes_by_a_metadata_key_and_hears_business_errors() {
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let (east, west) = (Echo::default(), Echo::default());
+    let east_server = start_echo("echo", &registry, &spans, east.clone(), |s| {
+        s.metadata("zone", "east")
+    })
+    .await;
+    let west_server = start_echo("echo", &registry, &spans, west.clone(), |s| {
+        s.metadata("zone", "west")
+    })
+    .await;
+    let selector = Arc::new(ZoneSelector::default());
+    let client = micro_otel::Client::builder()
+        .registry(Arc::new(registry.clone()))
+        .selector(selector.clone())
+        .build();
+    let echo_client = EchoClient::new("echo", client);
+    for _ in 0..5 {
+        echo_client
+            .unary(in_zone("west", request("w")))
+            .await
+            .unwrap();
+    }
+    echo_client
+        .unary(in_zone("east", request("e")))
+        .await
+        .unwrap();
+    let not_found = EchoRequest {
+        fail_with: Code::NotFound as i32,
+        ..request("missing")
+    };
+    let status = echo_client
+        .unary(in_zone("east", not_found))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let nowhere = echo_client
+        .unary(in_zone("north", request("n")))
+        .await
+        .unwrap_err();
+    assert_eq!(nowhere.code(), Code::Unavailable);
+    assert!(
+        nowhere.message().contains("refused"),
+        "{}",
+        nowhere.message()
+    );
+
+    assert_eq!(
+        (
+            east.calls.load(Ordering::SeqCst),
+            west.calls.load(Ordering::SeqCst)
+        ),
+        (2, 5)
+    );
+    let told = selector.told.lock().unwrap();
+    let east_id = east_server.node().id.clone();
+    assert_eq!(told.len(), 7);
+    assert_eq!(told[5], (east_id.clone(), Outcome::Success));
+    assert_eq!(told[6], (east_id, Outcome::Failed(Code::NotFound)));
+    east_server.stop().await.unwrap();
+    west_server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_selector_is_told_of_a_transport_failure() {
+    let registry = MemoryRegistry::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = Node::new("dead-1", closed.local_addr().unwrap().to_string());
+    drop(closed);
+    registry
+        .register("echo", &dead, Duration::from_secs(60))
+        .await
+        .unwrap();
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, Outcome)>>);
+    impl Selector for Recorder {
+        fn select<'a>(&self, _: &Context, nodes: &'a [Arc<Node>]) -> Option<&'a Arc<Node>> {
+            nodes.first()
+        }
+        fn feedback(&self, node: &Node, outcome: Outcome) {
+            self.0.lock().unwrap().push((node.id.clone(), outcome));
+        }
+    }
+    let selector = Arc::new(Recorder::default());
+    let client = micro_otel::Client::builder()
+        .registry(Arc::new(registry))
+        .selector(selector.clone())
+        .tracing(None)
+        .build();
+    let status = EchoClient::new("echo", client)
+        .unary(request("hello?"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        *selector.0.lock().unwrap(),
+        [("dead-1".to_owned(), Outcome::Unreachable)]
+    );
+}
+
+#[tokio::test]
+async fn a_handler_sets_reply_headers_that_a_typed_client_reads() {
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let server = start_echo("echo", &registry, &spans, Echo::default(), |s| s).await;
+    let client = service("caller", &registry, &spans).build();
+    let mut call = micro_otel::Request::new(request("who answers?"));
+    let reply = ReplyMetadata::capture(&mut call);
+    EchoClient::new("echo", client.client())
+        .unary(call)
+        .await
+        .unwrap();
+    let port = reply
+        .get()
+        .and_then(|md| md.get("x-echo-port").cloned())
+        .expect("the handler's header reached the typed client");
+    assert_eq!(
+        port.to_str().unwrap(),
+        server.local_addr().port().to_string()
+    );
+
+    let mut failing = micro_otel::Request::new(EchoRequest {
+        fail_with: Code::NotFound as i32,
+        ..request("x")
+    });
+    let on_error = ReplyMetadata::capture(&mut failing);
+    let status = EchoClient::new("echo", client.client())
+        .unary(failing)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        on_error
+            .get()
+            .and_then(|md| md.get("x-echo-port").cloned())
+            .is_some(),
+        "headers set before an error go with the status"
+    );
+    server.stop().await.unwrap();
+}
+
+/// Sends `n` slow calls at once; returns how many succeeded.
+async fn concurrent_calls(client: &EchoClient, n: usize) -> usize {
+    let slow = EchoRequest {
+        delay_ms: 50,
+        ..request("slow")
+    };
+    join_all((0..n).map(|_| client.unary(slow.clone())))
+        .await
+        .into_iter()
+        .filter(Result::is_ok)
+        .count()
+}
+
+#[tokio::test]
+async fn tower_layers_limit_concurrency_on_the_server_the_channel_and_in_the_chain() {
+    use tower::limit::ConcurrencyLimitLayer;
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+
+    // On the server, per request.
+    let echo = Echo::default();
+    let server = start_echo("limited", &registry, &spans, echo.clone(), |s| {
+        s.layer(ConcurrencyLimitLayer::new(1))
+    })
+    .await;
+    let caller = service("caller", &registry, &spans).build();
+    let client = EchoClient::new("limited", caller.client());
+    assert_eq!(concurrent_calls(&client, 4).await, 4);
+    assert_eq!(echo.peak_in_flight.load(Ordering::SeqCst), 1);
+    server.stop().await.unwrap();
+
+    // On the client's channel to each node.
+    let echo = Echo::default();
+    let server = start_echo("open", &registry, &spans, echo.clone(), |s| s).await;
+    let caller = service("caller", &registry, &spans)
+        .channel_layer(ConcurrencyLimitLayer::new(1))
+        .build();
+    let client = EchoClient::new("open", caller.client());
+    assert_eq!(concurrent_calls(&client, 4).await, 4);
+    assert_eq!(echo.peak_in_flight.load(Ordering::SeqCst), 1);
+
+    // In the call chain, as a wrapper made from a layer.
+    let echo_peak = echo.peak_in_flight.clone();
+    echo_peak.store(0, Ordering::SeqCst);
+    let caller = service("caller", &registry, &spans)
+        .wrap_call(wrapper::from_layer(ConcurrencyLimitLayer::new(1)))
+        .build();
+    let client = EchoClient::new("open", caller.client());
+    assert_eq!(concurrent_calls(&client, 4).await, 4);
+    assert_eq!(echo_peak.load(Ordering::SeqCst), 1);
+
+    // Without a limit, the same calls overlap.
+    echo_peak.store(0, Ordering::SeqCst);
+    let caller = service("caller", &registry, &spans).build();
+    let client = EchoClient::new("open", caller.client());
+    assert_eq!(concurrent_calls(&client, 4).await, 4);
+    assert!(echo_peak.load(Ordering::SeqCst) > 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tower_http_layers_set_headers_on_both_sides() {
+    use http::HeaderValue;
+    use http::header::HeaderName;
+    use tower_http::set_header::{SetRequestHeaderLayer, SetResponseHeaderLayer};
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let seen = Arc::new(Mutex::new(None));
+    let log = seen.clone();
+    let read_header = wrapper::from_fn(move |call: Call, next: Next| {
+        *log.lock().unwrap() = call.ctx.metadata().get("x-from-client").cloned();
+        next.run(call)
+    });
+    let server = start_echo("echo", &registry, &spans, Echo::default(), |s| {
+        s.wrap_handler(read_header)
+            .layer(SetResponseHeaderLayer::overriding(
+                HeaderName::from_static("x-from-server"),
+                HeaderValue::from_static("yes"),
+            ))
+    })
+    .await;
+    let caller = service("caller", &registry, &spans)
+        .channel_layer(SetRequestHeaderLayer::overriding(
+            HeaderName::from_static("x-from-client"),
+            HeaderValue::from_static("hello"),
+        ))
+        .build();
+    let mut call = micro_otel::Request::new(request("headers"));
+    let reply = ReplyMetadata::capture(&mut call);
+    EchoClient::new("echo", caller.client())
+        .unary(call)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .as_ref()
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("hello".to_owned())
+    );
+    let server_header = reply.get().and_then(|md| md.get("x-from-server").cloned());
+    assert_eq!(server_header.unwrap().to_str().unwrap(), "yes");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrapper_is_a_tower_layer_too() {
+    use tower::{Layer, ServiceExt};
+    let tagged = wrapper::from_fn(|mut call: Call, next: Next| {
+        call.ctx
+            .metadata_mut()
+            .insert("x-tag", "wrapped".parse().unwrap());
+        next.run(call)
+    });
+    let inner = tower::service_fn(|call: Call| async move {
+        let tag = call.ctx.metadata().get("x-tag").cloned();
+        let mut reply = micro_otel::call::Reply::new(call.payload);
+        if let Some(tag) = tag {
+            reply.metadata.insert("x-tag", tag);
+        }
+        Ok::<_, Status>(reply)
+    });
+    let service = wrapper::WrapperLayer::new(tagged).layer(inner);
+    let ctx = Context::new(&echo::echo_methods::UNARY, Default::default());
+    let call = Call::new(ctx, micro_otel::call::Payload::message(request("x")));
+    let reply = service.oneshot(call).await.unwrap();
+    assert_eq!(reply.metadata.get("x-tag").unwrap(), "wrapped");
+}
+
+/// A registry that counts how often it is asked.
+#[derive(Clone, Default)]
+struct Counting {
+    inner: MemoryRegistry,
+    lookups: Arc<AtomicUsize>,
+    watches: Arc<AtomicUsize>,
+}
+
+impl Registry for Counting {
+    fn register(
+        &self,
+        service: &str,
+        node: &Node,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), RegistryError>> {
+        self.inner.register(service, node, ttl)
+    }
+    fn deregister(&self, service: &str, id: &str) -> BoxFuture<Result<(), RegistryError>> {
+        self.inner.deregister(service, id)
+    }
+    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.lookup(service)
+    }
+    fn watch(&self, service: &str) -> Watch {
+        self.watches.fetch_add(1, Ordering::SeqCst);
+        self.inner.watch(service)
+    }
+}
+
+/// The ports that answered `n` calls, sorted and deduplicated.
+async fn answering_ports(client: &EchoClient, n: usize) -> Vec<String> {
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let mut call = micro_otel::Request::new(request("who?"));
+        let reply = ReplyMetadata::capture(&mut call);
+        client.unary(call).await.unwrap();
+        let md = reply.get().unwrap();
+        ports.push(md.get("x-echo-port").unwrap().to_str().unwrap().to_owned());
+    }
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 2 s");
+}
+
+#[tokio::test]
+async fn the_cache_follows_the_watch_and_the_pool_drops_departed_nodes() {
+    let spans = Spans::default();
+    let counting = Counting::default();
+    let memory = counting.inner.clone();
+    let start = async |registry: &Counting| {
+        let service = micro_otel::Service::builder("echo")
+            .registry(registry.clone())
+            .tracer_provider(spans.provider())
+            .build();
+        echo::register_echo_handler(&service, Echo::default()).unwrap();
+        service.start().await.unwrap()
+    };
+    let first = start(&counting).await;
+    let client = micro_otel::Client::builder()
+        .registry(Arc::new(counting.clone()))
+        .tracing(None)
+        .build();
+    let echo_client = EchoClient::new("echo", client.clone());
+    let first_port = first.local_addr().port().to_string();
+    assert_eq!(
+        answering_ports(&echo_client, 20).await,
+        [first_port.clone()]
+    );
+
+    let second = start(&counting).await;
+    let second_port = second.local_addr().port().to_string();
+    eventually(async || answering_ports(&echo_client, 20).await.len() == 2).await;
+
+    first.stop().await.unwrap();
+    eventually(async || client.connected_addresses() == [second.node().address.clone()]).await;
+    assert_eq!(answering_ports(&echo_client, 20).await, [second_port]);
+
+    assert_eq!(
+        counting.lookups.load(Ordering::SeqCst),
+        0,
+        "no lookup per call"
+    );
+    assert_eq!(
+        counting.watches.load(Ordering::SeqCst),
+        1,
+        "one watch for the service"
+    );
+    second.stop().await.unwrap();
+    assert!(memory.lookup("echo").await.unwrap().is_empty());
+}
