@@ -93,9 +93,9 @@ async fn a_wrapper_reads_the_chosen_node_and_the_request_size() {
         .unary(sent.clone())
         .await
         .unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(
-        *seen,
+        seen,
         [(
             Some(prost::Message::encoded_len(&sent)),
             None,
@@ -189,7 +189,7 @@ async fn a_selector_routes_by_a_metadata_key_and_hears_business_errors() {
         ),
         (2, 5)
     );
-    let told = selector.told.lock().unwrap();
+    let told = selector.told.lock().unwrap().clone();
     let east_id = east_server.node().id.clone();
     assert_eq!(told.len(), 7);
     assert_eq!(told[5], (east_id.clone(), Outcome::Success));
@@ -477,10 +477,7 @@ async fn the_cache_follows_the_watch_and_the_pool_drops_departed_nodes() {
         .build();
     let echo_client = EchoClient::new("echo", client.clone());
     let first_port = first.local_addr().port().to_string();
-    assert_eq!(
-        answering_ports(&echo_client, 20).await,
-        [first_port.clone()]
-    );
+    assert_eq!(answering_ports(&echo_client, 20).await, [first_port]);
 
     let second = start(&counting).await;
     let second_port = second.local_addr().port().to_string();
@@ -502,4 +499,192 @@ async fn the_cache_follows_the_watch_and_the_pool_drops_departed_nodes() {
     );
     second.stop().await.unwrap();
     assert!(memory.lookup("echo").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrapper_times_a_whole_stream_with_on_end() {
+    use micro_otel::call::StreamEnd;
+    use std::time::Instant;
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let server = start_echo("echo", &registry, &spans, Echo::default(), |s| s).await;
+    let timings = Arc::new(Mutex::new(Vec::new()));
+    let log = timings.clone();
+    let timer = wrapper::from_fn(move |call: Call, next: Next| {
+        let log = log.clone();
+        async move {
+            let started = Instant::now();
+            let mut reply = next.run(call).await?;
+            reply.payload = reply.payload.on_end(move |end| {
+                let finished = matches!(end, StreamEnd::Finished);
+                log.lock().unwrap().push((started.elapsed(), finished));
+            });
+            Ok(reply)
+        }
+    });
+    let caller = service("caller", &registry, &spans)
+        .wrap_call(timer)
+        .build();
+    let mut stream = EchoClient::new("echo", caller.client())
+        .server_stream(EchoRequest {
+            repeat: 3,
+            delay_ms: 30,
+            ..request("tick")
+        })
+        .await
+        .unwrap();
+    assert!(
+        timings.lock().unwrap().is_empty(),
+        "not ended at the stream's opening"
+    );
+    let mut items = 0;
+    while stream.message().await.unwrap().is_some() {
+        items += 1;
+    }
+    assert_eq!(items, 3);
+    let timings = timings.lock().unwrap().clone();
+    assert_eq!(timings.len(), 1);
+    assert!(timings[0].1, "ended normally");
+    assert!(
+        timings[0].0 >= Duration::from_millis(90),
+        "{:?}",
+        timings[0].0
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_and_process_operations_get_producer_and_consumer_spans() {
+    use micro_otel::call::{Messaging, MessagingKind, Operation, Payload, Reply};
+    use micro_otel::trace::Tracing;
+    use opentelemetry::trace::SpanKind;
+    use tower::{Layer, ServiceExt};
+
+    let spans = Spans::default();
+    let tracing = Tracing::new(&spans.provider());
+    let message = |kind, group: Option<&str>| {
+        Operation::Message(Messaging {
+            topic: "user.created".into(),
+            kind,
+            system: "memory",
+            group: group.map(Into::into),
+            message_id: Some("m-1".into()),
+        })
+    };
+    let delivered = Arc::new(Mutex::new(None));
+    let broker = {
+        let delivered = delivered.clone();
+        tower::service_fn(move |call: Call| {
+            *delivered.lock().unwrap() = Some(call.ctx.metadata().clone());
+            async { Ok::<_, Status>(Reply::new(Payload::message(()))) }
+        })
+    };
+    let event = request("created");
+    let publish = wrapper::WrapperLayer::new(tracing.client()).layer(broker);
+    let ctx = Context::new(message(MessagingKind::Publish, None), Default::default());
+    publish
+        .oneshot(Call::new(ctx, Payload::message(event.clone())))
+        .await
+        .unwrap();
+
+    let headers = delivered.lock().unwrap().take().expect("published");
+    assert!(
+        headers.get("traceparent").is_some(),
+        "W3C context in the headers"
+    );
+    let handler = tower::service_fn(|_call: Call| async {
+        Ok::<_, Status>(Reply::new(Payload::message(())))
+    });
+    let process = wrapper::WrapperLayer::new(tracing.server()).layer(handler);
+    let ctx = Context::new(message(MessagingKind::Process, Some("users")), headers);
+    process
+        .oneshot(Call::new(ctx, Payload::message(event.clone())))
+        .await
+        .unwrap();
+
+    let finished = spans.wait_for(2).await;
+    let send = micro_otel_tests::harness::span(&finished, "send user.created", SpanKind::Producer);
+    let processed =
+        micro_otel_tests::harness::span(&finished, "process user.created", SpanKind::Consumer);
+    assert_eq!(processed.parent_span_id, send.span_context.span_id());
+    assert_eq!(
+        processed.span_context.trace_id(),
+        send.span_context.trace_id()
+    );
+    let links: Vec<_> = processed
+        .links
+        .iter()
+        .map(|l| l.span_context.span_id())
+        .collect();
+    assert_eq!(links, [send.span_context.span_id()]);
+    let attr = |span, key| micro_otel_tests::harness::attr(span, key).map(|v| v.to_string());
+    assert_eq!(attr(send, "messaging.system").as_deref(), Some("memory"));
+    assert_eq!(
+        attr(send, "messaging.destination.name").as_deref(),
+        Some("user.created")
+    );
+    assert_eq!(
+        attr(send, "messaging.operation.type").as_deref(),
+        Some("send")
+    );
+    assert_eq!(
+        attr(processed, "messaging.operation.type").as_deref(),
+        Some("process")
+    );
+    assert_eq!(
+        attr(processed, "messaging.consumer.group.name").as_deref(),
+        Some("users")
+    );
+    assert_eq!(
+        attr(processed, "messaging.message.id").as_deref(),
+        Some("m-1")
+    );
+    let size = prost::Message::encoded_len(&event).to_string();
+    assert_eq!(attr(send, "messaging.message.body.size"), Some(size));
+    assert_eq!(attr(send, "rpc.response.status_code"), None);
+}
+
+#[tokio::test]
+async fn adding_a_handler_after_start_or_twice_is_an_error() {
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let service = service("echo", &registry, &spans).build();
+    echo::register_echo_handler(&service, Echo::default()).unwrap();
+    let twice = echo::register_echo_handler(&service, Echo::default()).unwrap_err();
+    assert!(
+        twice
+            .to_string()
+            .contains("echo.v1.Echo already has a handler"),
+        "{twice}"
+    );
+    let running = service.start().await.unwrap();
+    let late = echo::register_echo_handler(&service, Echo::default()).unwrap_err();
+    assert!(late.to_string().contains("already started"), "{late}");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_item_in_a_request_stream_fails_the_call_loudly() {
+    use futures_util::StreamExt;
+    use micro_otel::call::Payload;
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let server = start_echo("echo", &registry, &spans, Echo::default(), |s| s).await;
+    let spoil_second = wrapper::from_fn(|mut call: Call, next: Next| async move {
+        if let Payload::Stream(items) = call.payload {
+            call.payload = Payload::Stream(Box::pin(items.enumerate().map(|(i, item)| match i {
+                1 => Err(Status::invalid_argument("item 1 is bad")),
+                _ => item,
+            })));
+        }
+        next.run(call).await
+    });
+    let caller = service("caller", &registry, &spans)
+        .wrap_call(spoil_second)
+        .build();
+    let requests = futures_util::stream::iter(vec![request("a"), request("b"), request("c")]);
+    let status = EchoClient::new("echo", caller.client())
+        .client_stream(requests)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "item 1 is bad");
+    server.stop().await.unwrap();
 }

@@ -265,18 +265,14 @@ fn finish(span: OpenSpan, result: Result<Reply, Status>) -> Result<Reply, Status
     match result {
         Ok(mut reply) if reply.payload.is_stream() => {
             let cx = span.cx.clone();
-            let payload = std::mem::replace(
-                &mut reply.payload,
-                Payload::Stream(Box::pin(futures_util::stream::empty())),
-            );
-            let watched = payload.on_end(move |end| match end {
+            reply.payload = match reply.payload.on_end(move |end| match end {
                 StreamEnd::Finished => span.end(None),
                 StreamEnd::Failed(status) => span.end(Some(status)),
                 StreamEnd::Dropped => drop(span),
-            });
-            if let Payload::Stream(inner) = watched {
-                reply.payload = Payload::Stream(Box::pin(InSpan { inner, cx }));
-            }
+            }) {
+                Payload::Stream(inner) => Payload::Stream(Box::pin(InSpan { inner, cx })),
+                message => message,
+            };
             Ok(reply)
         }
         Ok(reply) => {
