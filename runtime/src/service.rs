@@ -369,19 +369,7 @@ impl ServiceConfig {
 
     /// Puts a tower layer around each of the client's channels (one per node); see
     /// [`ClientConfig::channel_layer`].
-    pub fn channel_layer<L>(mut self, layer: L) -> Self
-    where
-        L: tower::Layer<crate::client::BoxChannel> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = tower::BoxError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
-    {
+    pub fn channel_layer(mut self, layer: impl crate::client::ChannelLayerFor) -> Self {
         self.client = self.client.channel_layer(layer);
         self
     }

@@ -27,8 +27,7 @@ pub async fn run() -> anyhow::Result<String> {
         .version("1.0.0")
         .tracer_provider(telemetry.provider().clone())
         .build();
-    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))
-        .expect("handler registered before start");
+    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))?;
     let running = service.start().await?;
 
     let tracer = telemetry.provider().tracer("user-demo");

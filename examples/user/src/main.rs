@@ -59,8 +59,7 @@ async fn server(address: &str) -> anyhow::Result<()> {
         .address(address)
         .tracer_provider(telemetry.provider().clone())
         .build();
-    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))
-        .expect("handler registered before start");
+    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))?;
     eprintln!("serving user.User on {address}; Ctrl-C to stop");
     service
         .run()

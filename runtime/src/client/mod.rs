@@ -25,7 +25,7 @@ use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
 use crate::stream::Streaming;
 use crate::trace::Tracing;
 use crate::wrapper::{Chain, Wrapper, Wrappers};
-pub use pool::BoxChannel;
+pub use pool::{BoxChannel, ChannelLayerFor};
 use pool::{ChannelLayer, Pool};
 use selection::Selection;
 use transport::Transport;
@@ -278,19 +278,7 @@ impl ClientConfig {
 
     /// Puts a tower layer around every channel (one per node), e.g. a concurrency limit per
     /// node or a tower-http layer on the HTTP/2 requests. Layers added later are outermost.
-    pub fn channel_layer<L>(mut self, layer: L) -> Self
-    where
-        L: tower::Layer<pool::BoxChannel> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = tower::BoxError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
-    {
+    pub fn channel_layer(mut self, layer: impl ChannelLayerFor) -> Self {
         self.channel_layer = Some(pool::stack(self.channel_layer.take(), layer));
         self
     }

@@ -17,8 +17,14 @@ pub type BoxChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Bo
 /// The client's tower layers, composed into one function.
 pub(crate) type ChannelLayer = Arc<dyn Fn(BoxChannel) -> BoxChannel + Send + Sync>;
 
-/// `layer` around whatever `inner` already does.
-pub(crate) fn stack<L>(inner: Option<ChannelLayer>, layer: L) -> ChannelLayer
+/// A tower layer that can go around the client's channels: any layer whose service takes
+/// and returns HTTP/2 requests and responses with tonic bodies.
+pub trait ChannelLayerFor: Send + Sync + 'static {
+    /// Wraps `channel`.
+    fn wrap(&self, channel: BoxChannel) -> BoxChannel;
+}
+
+impl<L> ChannelLayerFor for L
 where
     L: Layer<BoxChannel> + Send + Sync + 'static,
     L::Service: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
@@ -28,12 +34,19 @@ where
         + 'static,
     <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
 {
+    fn wrap(&self, channel: BoxChannel) -> BoxChannel {
+        BoxCloneSyncService::new(self.layer(channel))
+    }
+}
+
+/// `layer` around whatever `inner` already does.
+pub(crate) fn stack(inner: Option<ChannelLayer>, layer: impl ChannelLayerFor) -> ChannelLayer {
     Arc::new(move |channel| {
         let channel = match &inner {
             Some(inner) => inner(channel),
             None => channel,
         };
-        BoxCloneSyncService::new(layer.layer(channel))
+        layer.wrap(channel)
     })
 }
 
