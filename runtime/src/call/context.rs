@@ -180,7 +180,9 @@ impl Context {
     /// The server side of the call: the service or host called (client), the local
     /// listening address (server).
     pub fn server_address(&self) -> Option<&NetAddress> {
-        self.server_address.as_ref()
+        self.server_address
+            .as_ref()
+            .or_else(|| self.target.as_ref().map(Target::address))
     }
 
     pub(crate) fn set_server_address(&mut self, addr: Option<NetAddress>) {
@@ -202,7 +204,6 @@ impl Context {
     }
 
     pub(crate) fn set_target(&mut self, target: Target) {
-        self.server_address = Some(target.address().clone());
         self.target = Some(target);
     }
 
