@@ -6,6 +6,7 @@
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc       # only the RPC benchmark
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc --only 10%   # tonic + one variant
 //! valgrind --tool=callgrind target/release/bench profile off 2000          # instructions per call
+//! target/release/bench drive micro tonic 10    # one client kind against one server kind
 //! ```
 //!
 //! Prints tables and writes `target/bench/rpc.json` and `target/bench/codegen.json`.
@@ -14,6 +15,7 @@ mod alloc;
 mod baseline;
 mod child;
 mod codegen;
+mod drive;
 mod load;
 mod profile;
 mod rpc;
@@ -33,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         Some("receive") => return servers::receive(),
         Some("measure") => return codegen::measure(&args[1..]),
         Some("profile") => return profile::run(&args[1..]),
+        Some("drive") => return drive::run(&args[1..]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");

@@ -28,8 +28,12 @@ impl NetAddress {
 /// What a typed client calls: a service name looked up in the registry (`user.service`),
 /// or a direct address (`127.0.0.1:50051`, `http://host:port`) when it contains a `:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    name: Arc<str>,
+pub struct Target(Arc<Parsed>);
+
+/// A target as parsed once, shared by every call to it.
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    name: Box<str>,
     address: NetAddress,
     direct: bool,
 }
@@ -59,32 +63,32 @@ impl Target {
                 port: None,
             }
         };
-        Self {
+        Self(Arc::new(Parsed {
             name: target.into(),
             address,
             direct,
-        }
+        }))
     }
 
     /// The target as given.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// Whether the target is an address rather than a registry name.
     pub fn is_direct(&self) -> bool {
-        self.direct
+        self.0.direct
     }
 
     /// Host and port reported as `server.address`/`server.port`.
     pub fn address(&self) -> &NetAddress {
-        &self.address
+        &self.0.address
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        f.write_str(&self.0.name)
     }
 }
 

@@ -294,14 +294,10 @@ impl ClientConfig {
             .into_iter()
             .chain(self.wrappers)
             .collect();
-        let selection: Arc<dyn Wrapper> = Arc::new(Selection::new(cache, self.selector));
+        let selection = Selection::new(cache, self.selector, Transport::new(pool.clone()));
         Client {
             inner: Arc::new(Inner {
-                chain: Chain::with_steps(
-                    Wrappers::new(wrappers),
-                    vec![selection],
-                    Transport::new(pool.clone()),
-                ),
+                chain: Chain::new(Wrappers::new(wrappers), selection),
                 pool,
                 timeout: self.timeout,
             }),

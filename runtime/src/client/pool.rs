@@ -1,7 +1,7 @@
 //! One lazily connected HTTP/2 channel per node address, shared by all calls, behind the
 //! client's tower layers if it has any.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::task::{Context as TaskContext, Poll};
 
@@ -58,11 +58,12 @@ pub(crate) enum Conn {
 }
 
 /// Connections by address; a channel multiplexes every call to its node over one HTTP/2
-/// connection and reconnects by itself.
+/// connection and reconnects by itself. A sorted map: for the few nodes a client talks to,
+/// comparing addresses is cheaper than hashing one per call.
 #[derive(Default)]
 pub(crate) struct Pool {
     layer: Option<ChannelLayer>,
-    conns: RwLock<HashMap<String, Conn>>,
+    conns: RwLock<BTreeMap<String, Conn>>,
 }
 
 impl Pool {
@@ -123,15 +124,12 @@ impl Pool {
 
     /// The addresses with a connection, sorted.
     pub(crate) fn addresses(&self) -> Vec<String> {
-        let mut v: Vec<_> = self
-            .conns
+        self.conns
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .cloned()
-            .collect();
-        v.sort();
-        v
+            .collect()
     }
 }
 

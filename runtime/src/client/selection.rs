@@ -1,5 +1,6 @@
-//! The selection step of the client chain: picks the node a call goes to from the registry
-//! cache with the selector, records it, and tells the selector how the call went.
+//! The selection step of the client chain, after the wrappers: picks the node a call goes
+//! to from the registry cache with the selector, records it, hands the call to the
+//! transport, and tells the selector how the call went.
 
 use std::sync::Arc;
 
@@ -7,23 +8,30 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use tonic::Status;
 
+use super::transport::Transport;
 use crate::call::{BoxFuture, Call, Node, Target};
 use crate::discovery::{Cache, Nodes, Outcome, Selector};
 use crate::trace::semconv;
-use crate::wrapper::{Next, Reply, Wrapper};
+use crate::wrapper::{Reply, Terminal};
 
-/// Between the call wrappers and the transport: a wrapper outside it sees the chosen node
-/// on the reply ([`Reply::node`]); a retry outside it gets a fresh choice per attempt.
+/// Between the call wrappers and the transport: a wrapper sees the chosen node on the
+/// reply ([`Reply::node`]); a retry gets a fresh choice per attempt. A call to a direct
+/// address, or whose node a wrapper already chose, goes straight to the transport.
 pub(crate) struct Selection(Arc<Shared>);
 
 struct Shared {
     cache: Cache,
     selector: Arc<dyn Selector>,
+    transport: Transport,
 }
 
 impl Selection {
-    pub(crate) fn new(cache: Cache, selector: Arc<dyn Selector>) -> Self {
-        Self(Arc::new(Shared { cache, selector }))
+    pub(crate) fn new(cache: Cache, selector: Arc<dyn Selector>, transport: Transport) -> Self {
+        Self(Arc::new(Shared {
+            cache,
+            selector,
+            transport,
+        }))
     }
 }
 
@@ -58,8 +66,8 @@ impl Shared {
     }
 }
 
-impl Wrapper for Selection {
-    fn call(&self, mut call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
+impl Terminal for Selection {
+    fn call(&self, mut call: Call) -> BoxFuture<Result<Reply, Status>> {
         let known = match call.ctx.target() {
             // A direct address, or a node already chosen by a wrapper: nothing to pick.
             Some(target) if !target.is_direct() && call.ctx.node().is_none() => {
@@ -68,7 +76,7 @@ impl Wrapper for Selection {
                     _ => Err(target.clone()),
                 }
             }
-            _ => return next.run(call),
+            _ => return self.0.transport.call(call),
         };
         let shared = self.0.clone();
         Box::pin(async move {
@@ -77,7 +85,7 @@ impl Wrapper for Selection {
                 Err(target) => shared.nodes(&target).await?,
             };
             let node = shared.pick(&mut call, &nodes)?;
-            let result = next.run(call).await;
+            let result = shared.transport.call(call).await;
             shared.selector.feedback(&node, Outcome::of(&result));
             result.map(|mut reply| {
                 reply.set_node(Some(node));

@@ -33,22 +33,36 @@ impl Terminal for Transport {
             (None, Some(target)) if target.is_direct() => target.name(),
             _ => return failed(Status::internal("no node was selected for the call")),
         };
-        let conn = match self.pool.get(address) {
-            Ok(conn) => conn,
+        let grpc = match self.pool.get(address) {
+            Ok(conn) => Grpc::new(conn),
             Err(status) => return failed(status),
         };
-        let deadline = call.ctx.deadline();
-        Box::pin(async move {
-            bounded(deadline, send(Grpc::new(conn), call))
-                .await
-                .map_err(|status| match deadline {
-                    // tonic's channel enforces `grpc-timeout` too, and reports it as CANCELLED.
-                    Some(d) if status.code() == tonic::Code::Cancelled && Instant::now() >= d => {
-                        Status::deadline_exceeded("deadline exceeded")
-                    }
-                    _ => status,
-                })
-        })
+        let Call { ctx, payload } = call;
+        let (Some(method), Some(decode)) = (ctx.method(), ctx.decode_reply()) else {
+            return failed(Status::internal(
+                "the transport was given a call that is not an RPC",
+            ));
+        };
+        let deadline = ctx.deadline();
+        let mut metadata = ctx.into_metadata();
+        if let Some(deadline) = deadline {
+            deadline::to_metadata(deadline, &mut metadata);
+        }
+        let send = Outgoing {
+            grpc,
+            path: PathAndQuery::from_static(method.path),
+            codec: ErasedCodec(decode),
+            metadata,
+            deadline,
+        };
+        // One future per kind, boxed apart: each is only as large as its own tonic call,
+        // which keeps the unary path's allocation and copies small.
+        match (payload, method.kind.server_streams()) {
+            (Payload::Message(m), false) => Box::pin(send.unary(m)),
+            (Payload::Message(m), true) => Box::pin(send.server_streaming(m)),
+            (Payload::Stream(s), false) => Box::pin(send.client_streaming(s)),
+            (Payload::Stream(s), true) => Box::pin(send.streaming(s)),
+        }
     }
 }
 
@@ -56,77 +70,94 @@ fn failed(status: Status) -> BoxFuture<Result<Reply, Status>> {
     Box::pin(std::future::ready(Err(status)))
 }
 
+/// One call on its way out: the connection, the method's path and codec, the metadata
+/// (with `grpc-timeout`) and the deadline that bounds it.
+struct Outgoing {
+    grpc: Grpc<Conn>,
+    path: PathAndQuery,
+    codec: ErasedCodec,
+    metadata: tonic::metadata::MetadataMap,
+    deadline: Option<Instant>,
+}
+
+impl Outgoing {
+    fn request<T>(metadata: tonic::metadata::MetadataMap, message: T) -> tonic::Request<T> {
+        tonic::Request::from_parts(metadata, Extensions::default(), message)
+    }
+
+    async fn unary(mut self, message: AnyMessage) -> Result<Reply, Status> {
+        let request = Self::request(self.metadata, message);
+        bounded(self.deadline, async {
+            self.grpc.ready().await.map_err(Status::from_error)?;
+            let response = self.grpc.unary(request, self.path, self.codec).await?;
+            Ok(reply(response, Payload::Message))
+        })
+        .await
+    }
+
+    async fn server_streaming(mut self, message: AnyMessage) -> Result<Reply, Status> {
+        let request = Self::request(self.metadata, message);
+        bounded(self.deadline, async {
+            self.grpc.ready().await.map_err(Status::from_error)?;
+            let response = self
+                .grpc
+                .server_streaming(request, self.path, self.codec)
+                .await?;
+            Ok(reply(response, stream))
+        })
+        .await
+    }
+
+    async fn client_streaming(mut self, requests: MessageStream) -> Result<Reply, Status> {
+        let (requests, failure) = RequestFailure::watch(requests);
+        let request = Self::request(self.metadata, requests);
+        let result = bounded(self.deadline, async {
+            self.grpc.ready().await.map_err(Status::from_error)?;
+            let response = self
+                .grpc
+                .client_streaming(request, self.path, self.codec)
+                .await?;
+            Ok(reply(response, Payload::Message))
+        })
+        .await;
+        failure.check()?;
+        result
+    }
+
+    async fn streaming(mut self, requests: MessageStream) -> Result<Reply, Status> {
+        let (requests, failure) = RequestFailure::watch(requests);
+        let request = Self::request(self.metadata, requests);
+        let result = bounded(self.deadline, async {
+            self.grpc.ready().await.map_err(Status::from_error)?;
+            let response = self.grpc.streaming(request, self.path, self.codec).await?;
+            Ok(reply(response, stream))
+        })
+        .await;
+        failure.check()?;
+        result
+    }
+}
+
+/// Runs `send` within the call's deadline. tonic's channel enforces `grpc-timeout` too, and
+/// reports it as CANCELLED: that is DEADLINE_EXCEEDED to the caller.
 async fn bounded(
     deadline: Option<Instant>,
     send: impl Future<Output = Result<Reply, Status>>,
 ) -> Result<Reply, Status> {
-    match deadline {
-        Some(deadline) => deadline::bound(deadline, send).await,
-        None => send.await,
-    }
+    let Some(deadline) = deadline else {
+        return send.await;
+    };
+    deadline::bound(deadline, send).await.map_err(|status| {
+        if status.code() == tonic::Code::Cancelled && Instant::now() >= deadline {
+            Status::deadline_exceeded("deadline exceeded")
+        } else {
+            status
+        }
+    })
 }
 
-/// Sends one call of any kind: the method's kind and the payload pick tonic's entry point.
-async fn send(mut grpc: Grpc<Conn>, call: Call) -> Result<Reply, Status> {
-    let Call { ctx, payload } = call;
-    let (Some(method), Some(decode)) = (ctx.method(), ctx.decode_reply()) else {
-        return Err(Status::internal(
-            "the transport was given a call that is not an RPC",
-        ));
-    };
-    let deadline = ctx.deadline();
-    let mut metadata = ctx.into_metadata();
-    if let Some(deadline) = deadline {
-        deadline::to_metadata(deadline, &mut metadata);
-    }
-    grpc.ready().await.map_err(Status::from_error)?;
-    let path = PathAndQuery::from_static(method.path);
-    let codec = ErasedCodec(decode);
-    let stream = |s| Payload::Stream(Box::pin(s));
-    match (payload, method.kind.server_streams()) {
-        (Payload::Message(m), false) => Ok(reply(
-            grpc.unary(
-                tonic::Request::from_parts(metadata, Extensions::default(), m),
-                path,
-                codec,
-            )
-            .await?,
-            Payload::Message,
-        )),
-        (Payload::Message(m), true) => Ok(reply(
-            grpc.server_streaming(
-                tonic::Request::from_parts(metadata, Extensions::default(), m),
-                path,
-                codec,
-            )
-            .await?,
-            stream,
-        )),
-        (Payload::Stream(s), server_streams) => {
-            let (requests, failure) = RequestFailure::watch(s);
-            let result = if server_streams {
-                let response = grpc
-                    .streaming(
-                        tonic::Request::from_parts(metadata, Extensions::default(), requests),
-                        path,
-                        codec,
-                    )
-                    .await;
-                response.map(|r| reply(r, stream))
-            } else {
-                let response = grpc
-                    .client_streaming(
-                        tonic::Request::from_parts(metadata, Extensions::default(), requests),
-                        path,
-                        codec,
-                    )
-                    .await;
-                response.map(|r| reply(r, Payload::Message))
-            };
-            failure.check()?;
-            result
-        }
-    }
+fn stream(responses: tonic::Streaming<AnyMessage>) -> Payload {
+    Payload::Stream(Box::pin(responses))
 }
 
 fn reply<T>(response: tonic::Response<T>, payload: impl FnOnce(T) -> Payload) -> Reply {

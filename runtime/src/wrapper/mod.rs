@@ -73,34 +73,14 @@ impl std::fmt::Debug for Wrappers {
 
 /// Wrappers in front of their terminal step: built once per route or client.
 pub(crate) struct Chain {
-    /// The user's wrappers (tracing first), then the runtime's own inner steps.
     wrappers: Wrappers,
-    /// How many of `wrappers` are the user's (and tracing).
-    outer: usize,
     terminal: Box<dyn Terminal>,
 }
 
 impl Chain {
     pub(crate) fn new(wrappers: Wrappers, terminal: impl Terminal) -> Arc<Self> {
-        Self::with_steps(wrappers, Vec::new(), terminal)
-    }
-
-    /// A chain with inner steps of the runtime's own (node selection) between the wrappers
-    /// and the terminal.
-    pub(crate) fn with_steps(
-        wrappers: Wrappers,
-        steps: Vec<Arc<dyn Wrapper>>,
-        terminal: impl Terminal,
-    ) -> Arc<Self> {
-        let outer = wrappers.len();
-        let all = if steps.is_empty() {
-            wrappers
-        } else {
-            Wrappers::new(wrappers.0.iter().cloned().chain(steps).collect())
-        };
         Arc::new(Self {
-            wrappers: all,
-            outer,
+            wrappers,
             terminal: Box::new(terminal),
         })
     }
@@ -127,10 +107,10 @@ pub struct Next {
 }
 
 impl Next {
-    /// Whether user wrappers remain before the runtime's own steps (selection, transport,
-    /// handler).
+    /// Whether wrappers remain before the terminal step (the handler, or node selection and
+    /// the transport).
     pub fn has_wrappers(&self) -> bool {
-        self.index < self.chain.outer
+        self.index < self.chain.wrappers.len()
     }
 
     /// Runs the remaining wrappers and then the handler or transport.

@@ -1,0 +1,58 @@
+//! `bench drive CLIENT SERVER SECONDS`: one client kind (`tonic` or `micro`, tracing off)
+//! against one server kind in a child process, GetUser with 64 calls in flight, printing
+//! QPS and each side's CPU per 10k calls. Mixing kinds tells whose side a cost is on, and
+//! `perf record` on this process profiles one client alone. `BENCH_CONCURRENCY` sets the
+//! calls in flight (default 64).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro_otel::Client;
+
+use crate::child::Child;
+use crate::load::{self, Caller, Workload};
+use crate::servers::ServerKind;
+use crate::usage::Usage;
+
+/// Runs the drive; see the module docs for the arguments.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let [client, server, seconds] = args else {
+        anyhow::bail!("usage: bench drive tonic|micro tonic|micro SECONDS");
+    };
+    let duration = Duration::from_secs_f64(seconds.parse()?);
+    let server_kind = match server.as_str() {
+        "tonic" => ServerKind::Tonic,
+        "micro" => ServerKind::Micro {
+            instances: 1,
+            tracing: None,
+        },
+        other => anyhow::bail!("unknown server kind {other:?}"),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut child = Child::start(&server_kind.args())?;
+        let address = child.addresses[0].clone();
+        let caller = Arc::new(match client.as_str() {
+            "tonic" => Caller::tonic(&address).await?,
+            "micro" => Caller::micro(&address, Client::builder().tracing(None).build()),
+            other => anyhow::bail!("unknown client kind {other:?}"),
+        });
+        load::run(caller.clone(), Workload::GetUser, 64, Duration::from_millis(300)).await;
+        let (server_before, client_before) = (child.usage()?, Usage::of_self());
+        let concurrency = std::env::var("BENCH_CONCURRENCY").map_or(Ok(64), |c| c.parse())?;
+        let round = load::run(caller, Workload::GetUser, concurrency, duration).await;
+        let (server_after, client_after) = (child.usage()?, Usage::of_self());
+        let per_10k = |before: &Usage, after: &Usage| {
+            after.cpu.saturating_sub(before.cpu).as_secs_f64() * 10_000.0
+                / round.calls.max(1) as f64
+        };
+        println!(
+            "{client} client -> {server} server: {:.0} calls/s, client CPU {:.3} s/10k, server CPU {:.3} s/10k, {} errors",
+            round.calls as f64 / round.elapsed.as_secs_f64(),
+            per_10k(&client_before, &client_after),
+            per_10k(&server_before, &server_after),
+            round.errors,
+        );
+        Ok(())
+    })
+}
