@@ -38,6 +38,8 @@ pub struct Client {
 
 struct Inner {
     chain: Arc<Chain>,
+    /// The chain's terminal step, for unary calls that need no chain (see [`Client::unary`]).
+    selection: Selection,
     pool: Arc<Pool>,
     timeout: Option<Duration>,
 }
@@ -125,10 +127,20 @@ impl Client {
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + Clone + 'static,
     {
-        self.call::<Resp, _>(target, method, request, Payload::message)
-            .await?
-            .payload
-            .into_message()
+        let (call, capture) = self.prepare::<Resp, _>(target, method, request, Payload::message);
+        let reply = if self.inner.chain.is_bare() {
+            // Nothing needs the erased chain: the call runs in the caller's own future.
+            // A unary call's tonic future is several KiB; boxing one per call (the chain's
+            // way) costs a large allocation and copy, which shows under load.
+            let selection = &self.inner.selection;
+            selection
+                .run(call, |c| selection.transport().unary(c))
+                .await
+        } else {
+            self.inner.chain.run(call).await
+        };
+        capture.record(&reply);
+        reply?.payload.into_message()
     }
 
     /// Makes a server-streaming call; the span ends when the returned stream does.
@@ -184,9 +196,7 @@ impl Client {
         Ok(Streaming::new(reply.payload.into_stream()?))
     }
 
-    /// Builds the call's [`Context`] and runs it through the chain. Its deadline is the
-    /// earliest of: the request's timeout, the client's default timeout, and the deadline
-    /// of the call being served, if any.
+    /// Builds the call's [`Context`] and runs it through the chain.
     fn call<Resp, T>(
         &self,
         target: &Target,
@@ -194,6 +204,31 @@ impl Client {
         request: tonic::Request<T>,
         payload: impl FnOnce(T) -> Payload,
     ) -> BoxFuture<Result<Reply, Status>>
+    where
+        Resp: prost::Message + Default + Clone + 'static,
+    {
+        let (call, capture) = self.prepare::<Resp, _>(target, method, request, payload);
+        let reply = self.inner.chain.run(call);
+        match capture.0 {
+            None => reply,
+            Some(_) => Box::pin(async move {
+                let reply = reply.await;
+                capture.record(&reply);
+                reply
+            }),
+        }
+    }
+
+    /// Builds the call's [`Context`]. Its deadline is the earliest of: the request's
+    /// timeout, the client's default timeout, and the deadline of the call being served,
+    /// if any.
+    fn prepare<Resp, T>(
+        &self,
+        target: &Target,
+        method: &'static Method,
+        request: tonic::Request<T>,
+        payload: impl FnOnce(T) -> Payload,
+    ) -> (Call, Capture)
     where
         Resp: prost::Message + Default + Clone + 'static,
     {
@@ -213,17 +248,20 @@ impl Client {
         ctx.set_otel(current);
         ctx.set_decode_reply(decode::<Resp>);
         ctx.set_routing_key(extensions.remove::<RoutingKey>());
-        let reply = self.inner.chain.run(Call::new(ctx, payload(message)));
-        match extensions.remove::<ReplyMetadata>() {
-            None => reply,
-            Some(slot) => Box::pin(async move {
-                let result = reply.await;
-                match &result {
-                    Ok(reply) => slot.set(&reply.metadata),
-                    Err(status) => slot.set(status.metadata()),
-                }
-                result
-            }),
+        let capture = Capture(extensions.remove::<ReplyMetadata>());
+        (Call::new(ctx, payload(message)), capture)
+    }
+}
+
+/// Where a call's reply metadata goes, if its caller asked for it.
+struct Capture(Option<ReplyMetadata>);
+
+impl Capture {
+    fn record(&self, reply: &Result<Reply, Status>) {
+        match (&self.0, reply) {
+            (Some(slot), Ok(reply)) => slot.set(&reply.metadata),
+            (Some(slot), Err(status)) => slot.set(status.metadata()),
+            (None, _) => {}
         }
     }
 }
@@ -297,7 +335,8 @@ impl ClientConfig {
         let selection = Selection::new(cache, self.selector, Transport::new(pool.clone()));
         Client {
             inner: Arc::new(Inner {
-                chain: Chain::new(Wrappers::new(wrappers), selection),
+                chain: Chain::new(Wrappers::new(wrappers), selection.clone()),
+                selection,
                 pool,
                 timeout: self.timeout,
             }),

@@ -17,6 +17,7 @@ use crate::wrapper::{Reply, Terminal};
 /// Between the call wrappers and the transport: a wrapper sees the chosen node on the
 /// reply ([`Reply::node`]); a retry gets a fresh choice per attempt. A call to a direct
 /// address, or whose node a wrapper already chose, goes straight to the transport.
+#[derive(Clone)]
 pub(crate) struct Selection(Arc<Shared>);
 
 struct Shared {
@@ -66,32 +67,67 @@ impl Shared {
     }
 }
 
-impl Terminal for Selection {
-    fn call(&self, mut call: Call) -> BoxFuture<Result<Reply, Status>> {
-        let known = match call.ctx.target() {
-            // A direct address, or a node already chosen by a wrapper: nothing to pick.
+impl Selection {
+    /// Picks the node the call goes to (unless it is direct or already has one), sends it
+    /// with `send`, and tells the selector how it went.
+    pub(crate) async fn run<Fut>(
+        &self,
+        call: Call,
+        send: impl FnOnce(Call) -> Fut,
+    ) -> Result<Reply, Status>
+    where
+        Fut: Future<Output = Result<Reply, Status>>,
+    {
+        self.0.run(call, send).await
+    }
+
+    /// The transport behind the selection.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.0.transport
+    }
+}
+
+impl Shared {
+    async fn run<Fut>(
+        &self,
+        mut call: Call,
+        send: impl FnOnce(Call) -> Fut,
+    ) -> Result<Reply, Status>
+    where
+        Fut: Future<Output = Result<Reply, Status>>,
+    {
+        let nodes = match call.ctx.target() {
             Some(target) if !target.is_direct() && call.ctx.node().is_none() => {
-                match self.0.cache.known(target.name()) {
-                    Some(Ok(nodes)) => Ok(nodes),
-                    _ => Err(target.clone()),
+                match self.cache.known(target.name()) {
+                    Some(Ok(nodes)) => nodes,
+                    _ => {
+                        let target = target.clone();
+                        self.nodes(&target).await?
+                    }
                 }
             }
-            _ => return self.0.transport.call(call),
+            // A direct address, or a node already chosen by a wrapper: nothing to pick.
+            _ => return send(call).await,
         };
-        let shared = self.0.clone();
-        Box::pin(async move {
-            let nodes = match known {
-                Ok(nodes) => nodes,
-                Err(target) => shared.nodes(&target).await?,
-            };
-            let node = shared.pick(&mut call, &nodes)?;
-            let result = shared.transport.call(call).await;
-            shared.selector.feedback(&node, Outcome::of(&result));
-            result.map(|mut reply| {
-                reply.set_node(Some(node));
-                reply
-            })
+        let node = self.pick(&mut call, &nodes)?;
+        let result = send(call).await;
+        self.selector.feedback(&node, Outcome::of(&result));
+        result.map(|mut reply| {
+            reply.set_node(Some(node));
+            reply
         })
+    }
+}
+
+impl Terminal for Selection {
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
+        match call.ctx.target() {
+            Some(target) if !target.is_direct() && call.ctx.node().is_none() => {
+                let shared = self.0.clone();
+                Box::pin(async move { shared.run(call, |c| shared.transport.call(c)).await })
+            }
+            _ => self.0.transport.call(call),
+        }
     }
 }
 

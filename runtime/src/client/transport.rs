@@ -16,6 +16,7 @@ use crate::call::{
 use crate::wrapper::Terminal;
 
 /// Sends calls over the pool's connections.
+#[derive(Clone)]
 pub(crate) struct Transport {
     pool: Arc<Pool>,
 }
@@ -26,20 +27,18 @@ impl Transport {
     }
 }
 
-impl Terminal for Transport {
-    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
+impl Transport {
+    /// Readies `call` for the wire: its connection, path, codec and metadata.
+    fn prepare(&self, call: Call) -> Result<(Outgoing, Payload), Status> {
         let address = match (call.ctx.node(), call.ctx.target()) {
             (Some(node), _) => node.address.as_str(),
             (None, Some(target)) if target.is_direct() => target.name(),
-            _ => return failed(Status::internal("no node was selected for the call")),
+            _ => return Err(Status::internal("no node was selected for the call")),
         };
-        let grpc = match self.pool.get(address) {
-            Ok(conn) => Grpc::new(conn),
-            Err(status) => return failed(status),
-        };
+        let grpc = Grpc::new(self.pool.get(address)?);
         let Call { ctx, payload } = call;
         let (Some(method), Some(decode)) = (ctx.method(), ctx.decode_reply()) else {
-            return failed(Status::internal(
+            return Err(Status::internal(
                 "the transport was given a call that is not an RPC",
             ));
         };
@@ -51,13 +50,33 @@ impl Terminal for Transport {
         let send = Outgoing {
             grpc,
             path: PathAndQuery::from_static(method.path),
+            server_streams: method.kind.server_streams(),
             codec: ErasedCodec(decode),
             metadata,
             deadline,
         };
-        // One future per kind, boxed apart: each is only as large as its own tonic call,
-        // which keeps the unary path's allocation and copies small.
-        match (payload, method.kind.server_streams()) {
+        Ok((send, payload))
+    }
+}
+
+impl Transport {
+    /// Sends a unary call in the caller's own future, unboxed.
+    pub(crate) async fn unary(&self, call: Call) -> Result<Reply, Status> {
+        match self.prepare(call)? {
+            (send, Payload::Message(m)) if !send.server_streams => send.unary(m).await,
+            (_, _) => Err(Status::internal("not a unary call")),
+        }
+    }
+}
+
+impl Terminal for Transport {
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
+        let (send, payload) = match self.prepare(call) {
+            Ok(prepared) => prepared,
+            Err(status) => return failed(status),
+        };
+        // One future per kind, boxed apart: each is only as large as its own tonic call.
+        match (payload, send.server_streams) {
             (Payload::Message(m), false) => Box::pin(send.unary(m)),
             (Payload::Message(m), true) => Box::pin(send.server_streaming(m)),
             (Payload::Stream(s), false) => Box::pin(send.client_streaming(s)),
@@ -75,6 +94,7 @@ fn failed(status: Status) -> BoxFuture<Result<Reply, Status>> {
 struct Outgoing {
     grpc: Grpc<Conn>,
     path: PathAndQuery,
+    server_streams: bool,
     codec: ErasedCodec,
     metadata: tonic::metadata::MetadataMap,
     deadline: Option<Instant>,

@@ -85,6 +85,11 @@ impl Chain {
         })
     }
 
+    /// Whether the chain has no wrappers: only its terminal step.
+    pub(crate) fn is_bare(&self) -> bool {
+        self.wrappers.is_empty()
+    }
+
     /// Runs `call` through every wrapper and the terminal step.
     pub(crate) fn run(self: &Arc<Self>, call: Call) -> BoxFuture<Result<Reply, Status>> {
         if self.wrappers.is_empty() {
