@@ -223,6 +223,7 @@ async fn a_selector_is_told_of_a_transport_failure() {
         .registry(Arc::new(registry))
         .selector(selector.clone())
         .tracing(None)
+        .retry(micro_otel::client::RetryPolicy::none())
         .build();
     let status = EchoClient::new("echo", client)
         .unary(request("hello?"))

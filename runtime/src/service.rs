@@ -404,6 +404,20 @@ impl ServiceConfig {
         self
     }
 
+    /// How the service's client retries calls through the registry; see
+    /// [`ClientConfig::retry`].
+    pub fn retry(mut self, policy: crate::client::RetryPolicy) -> Self {
+        self.client = self.client.retry(policy);
+        self
+    }
+
+    /// How long the service's client leaves out a node it could not reach; see
+    /// [`ClientConfig::ejection`].
+    pub fn ejection(mut self, cooling: Duration) -> Self {
+        self.client = self.client.ejection(cooling);
+        self
+    }
+
     /// Default timeout of calls made by the service's client.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.client = self.client.timeout(timeout);

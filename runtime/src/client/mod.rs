@@ -7,6 +7,7 @@
 //! pooled channel to that node, through the client's tower layers, then tonic).
 
 mod pool;
+mod retry;
 mod selection;
 mod transport;
 
@@ -27,6 +28,7 @@ use crate::trace::Tracing;
 use crate::wrapper::{Chain, Wrapper, Wrappers};
 pub use pool::{BoxChannel, ChannelLayerFor};
 use pool::{ChannelLayer, Pool};
+pub use retry::{Idempotent, RetryPolicy};
 use selection::Selection;
 use transport::Transport;
 
@@ -107,6 +109,8 @@ impl Client {
             tracing: Some(Tracing::global()),
             timeout: None,
             channel_layer: None,
+            retry: RetryPolicy::default(),
+            cooling: Duration::from_secs(10),
         }
     }
 
@@ -249,6 +253,9 @@ impl Client {
         ctx.set_decode_reply(decode::<Resp>);
         ctx.set_routing_key(extensions.remove::<RoutingKey>());
         let capture = Capture(extensions.remove::<ReplyMetadata>());
+        if !extensions.is_empty() {
+            *ctx.extensions_mut() = extensions;
+        }
         (Call::new(ctx, payload(message)), capture)
     }
 }
@@ -280,6 +287,8 @@ pub struct ClientConfig {
     tracing: Option<Tracing>,
     timeout: Option<Duration>,
     channel_layer: Option<ChannelLayer>,
+    retry: RetryPolicy,
+    cooling: Duration,
 }
 
 impl ClientConfig {
@@ -308,6 +317,20 @@ impl ClientConfig {
         self
     }
 
+    /// When calls through the registry are retried on another node (see [`RetryPolicy`]
+    /// for the defaults). Calls to a direct address are never retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How long a node that could not be reached is left out of selection (default 10 s;
+    /// zero turns outlier ejection off).
+    pub fn ejection(mut self, cooling: Duration) -> Self {
+        self.cooling = cooling;
+        self
+    }
+
     /// Default timeout of every call (none unless set).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -332,7 +355,13 @@ impl ClientConfig {
             .into_iter()
             .chain(self.wrappers)
             .collect();
-        let selection = Selection::new(cache, self.selector, Transport::new(pool.clone()));
+        let selection = Selection::new(
+            cache,
+            self.selector,
+            Transport::new(pool.clone()),
+            self.retry,
+            self.cooling,
+        );
         Client {
             inner: Arc::new(Inner {
                 chain: Chain::new(Wrappers::new(wrappers), selection.clone()),

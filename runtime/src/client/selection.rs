@@ -2,12 +2,16 @@
 //! to from the registry cache with the selector, records it, hands the call to the
 //! transport, and tells the selector how the call went.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use tonic::Status;
 
+use super::retry::{Budget, Idempotent, RetryPolicy, retryable};
 use super::transport::Transport;
 use crate::call::{BoxFuture, Call, Node, Target};
 use crate::discovery::{Cache, Nodes, Outcome, Selector};
@@ -24,15 +28,113 @@ struct Shared {
     cache: Cache,
     selector: Arc<dyn Selector>,
     transport: Transport,
+    retry: RetryPolicy,
+    budget: Budget,
+    ejection: Ejection,
 }
 
 impl Selection {
-    pub(crate) fn new(cache: Cache, selector: Arc<dyn Selector>, transport: Transport) -> Self {
+    pub(crate) fn new(
+        cache: Cache,
+        selector: Arc<dyn Selector>,
+        transport: Transport,
+        retry: RetryPolicy,
+        cooling: Duration,
+    ) -> Self {
         Self(Arc::new(Shared {
             cache,
             selector,
             transport,
+            budget: retry.new_budget(),
+            retry,
+            ejection: Ejection::new(cooling),
         }))
+    }
+}
+
+/// Outlier ejection: nodes that could not be reached are left out for a cooling period.
+/// Only transport failures count; a node answering errors is a working node.
+struct Ejection {
+    cooling: Duration,
+    until: Mutex<HashMap<String, Instant>>,
+    /// How many nodes are out, so that the common case takes no lock.
+    count: AtomicUsize,
+}
+
+impl Ejection {
+    fn new(cooling: Duration) -> Self {
+        Self {
+            cooling,
+            until: Mutex::default(),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn eject(&self, node: &Node) {
+        if self.cooling.is_zero() {
+            return;
+        }
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        if until
+            .insert(node.id.clone(), Instant::now() + self.cooling)
+            .is_none()
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %node.id, address = %node.address, cooling = ?self.cooling, "node unreachable; left out for a while");
+        }
+    }
+
+    /// The nodes to choose from: all but the ejected and the `tried`, or, if that leaves
+    /// none, all but the `tried`, or else all of them.
+    fn candidates(&self, nodes: &Nodes, tried: &[Arc<Node>]) -> Nodes {
+        if self.count.load(Ordering::Relaxed) == 0 && tried.is_empty() {
+            return nodes.clone();
+        }
+        let now = Instant::now();
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        until.retain(|_, t| *t > now);
+        self.count.store(until.len(), Ordering::Relaxed);
+        let fresh = |n: &&Arc<Node>| !tried.iter().any(|t| Arc::ptr_eq(t, n));
+        let healthy: Nodes = nodes
+            .iter()
+            .filter(fresh)
+            .filter(|n| !until.contains_key(&n.id))
+            .cloned()
+            .collect();
+        if !healthy.is_empty() {
+            return healthy;
+        }
+        let untried: Nodes = nodes.iter().filter(fresh).cloned().collect();
+        if untried.is_empty() {
+            nodes.clone()
+        } else {
+            untried
+        }
+    }
+}
+
+/// Tells the selector how the call on a node went; dropped before that (the caller gave
+/// up), it says [`Outcome::Cancelled`], so that strategies counting calls in flight stay
+/// right.
+struct Pending<'a> {
+    selector: &'a dyn Selector,
+    node: Arc<Node>,
+    told: bool,
+}
+
+impl Pending<'_> {
+    fn tell(mut self, outcome: Outcome) -> Arc<Node> {
+        self.told = true;
+        self.selector.feedback(&self.node, outcome);
+        self.node.clone()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.told {
+            self.selector.feedback(&self.node, Outcome::Cancelled);
+        }
     }
 }
 
@@ -61,7 +163,6 @@ impl Shared {
             .ok_or_else(|| {
                 Status::unavailable(format!("the selector refused every node of {service}"))
             })?;
-        record_peer(&call.ctx, &node);
         call.ctx.set_node(Some(node.clone()));
         Ok(node)
     }
@@ -69,11 +170,12 @@ impl Shared {
 
 impl Selection {
     /// Picks the node the call goes to (unless it is direct or already has one), sends it
-    /// with `send`, and tells the selector how it went.
+    /// with `send`, tells the selector how it went, and retries on another node when the
+    /// policy allows.
     pub(crate) async fn run<Fut>(
         &self,
         call: Call,
-        send: impl FnOnce(Call) -> Fut,
+        send: impl Fn(Call) -> Fut,
     ) -> Result<Reply, Status>
     where
         Fut: Future<Output = Result<Reply, Status>>,
@@ -88,11 +190,7 @@ impl Selection {
 }
 
 impl Shared {
-    async fn run<Fut>(
-        &self,
-        mut call: Call,
-        send: impl FnOnce(Call) -> Fut,
-    ) -> Result<Reply, Status>
+    async fn run<Fut>(&self, mut call: Call, send: impl Fn(Call) -> Fut) -> Result<Reply, Status>
     where
         Fut: Future<Output = Result<Reply, Status>>,
     {
@@ -109,13 +207,59 @@ impl Shared {
             // A direct address, or a node already chosen by a wrapper: nothing to pick.
             _ => return send(call).await,
         };
-        let node = self.pick(&mut call, &nodes)?;
-        let result = send(call).await;
-        self.selector.feedback(&node, Outcome::of(&result));
-        result.map(|mut reply| {
-            reply.set_node(Some(node));
-            reply
-        })
+        let idempotent = call.ctx.method().is_some_and(|m| m.idempotent)
+            || call.ctx.extensions().get::<Idempotent>().is_some();
+        // The call's span, kept only when it records: it gets the node that answered.
+        let recording = call.ctx.otel().has_active_span() && call.ctx.otel().span().is_recording();
+        let span = recording.then(|| call.ctx.otel().clone());
+        let mut tried: Vec<Arc<Node>> = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let candidates = self.ejection.candidates(&nodes, &tried);
+            let node = self.pick(&mut call, &candidates)?;
+            let last = attempt >= self.retry.attempts() || !self.budget.allows_retry();
+            let again = if last { None } else { call.try_clone() };
+            let pending = Pending {
+                selector: &*self.selector,
+                node,
+                told: false,
+            };
+            let result = send(call).await;
+            let outcome = Outcome::of(&result);
+            let node = pending.tell(outcome);
+            self.budget.record(outcome == Outcome::Success);
+            if outcome == Outcome::Unreachable {
+                self.ejection.eject(&node);
+            }
+            let status = match result {
+                Ok(mut reply) => {
+                    if let Some(span) = &span {
+                        record_peer(span, &node);
+                    }
+                    reply.set_node(Some(node));
+                    return Ok(reply);
+                }
+                Err(status) => status,
+            };
+            let retry = again.filter(|next| {
+                retryable(outcome, &status, idempotent)
+                    && next.ctx.deadline().is_none_or(|d| Instant::now() < d)
+            });
+            let Some(next) = retry else {
+                if let Some(span) = &span {
+                    record_peer(span, &node);
+                }
+                return Err(status);
+            };
+            if let Some(span) = &span {
+                record_retry(span, attempt, &node, &status);
+            }
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+            tried.push(node);
+            call = next;
+            call.ctx.set_node(None);
+            attempt += 1;
+        }
     }
 }
 
@@ -131,12 +275,22 @@ impl Terminal for Selection {
     }
 }
 
-/// Records the chosen node on the call's span (`network.peer.address`/`.port`).
-fn record_peer(ctx: &crate::call::Context, node: &Node) {
-    let span = ctx.otel().span();
-    if !span.is_recording() {
-        return;
-    }
+/// Records a failed attempt that will be retried, as an event on the call's span.
+fn record_retry(cx: &opentelemetry::Context, attempt: u32, node: &Node, status: &Status) {
+    cx.span().add_event(
+        "retry",
+        vec![
+            KeyValue::new("micro_otel.attempt", i64::from(attempt)),
+            KeyValue::new(semconv::NETWORK_PEER_ADDRESS, node.address.clone()),
+            KeyValue::new(semconv::ERROR_TYPE, semconv::code_name(status.code())),
+            KeyValue::new("exception.message", status.message().to_owned()),
+        ],
+    );
+}
+
+/// Records the node that answered on the call's span (`network.peer.address`/`.port`).
+fn record_peer(cx: &opentelemetry::Context, node: &Node) {
+    let span = cx.span();
     let (host, port) = match node.address.rsplit_once(':') {
         Some((host, port)) => (host, port.parse::<i64>().ok()),
         None => (node.address.as_str(), None),

@@ -3,8 +3,10 @@
 //! ([`Selector`]).
 
 mod cache;
+mod filter;
 mod memory;
 mod selector;
+mod strategy;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -13,8 +15,10 @@ use futures_util::Stream;
 
 pub use crate::call::Node;
 pub use cache::{Cache, Nodes};
+pub use filter::{ENDPOINTS, Filtered};
 pub use memory::MemoryRegistry;
-pub use selector::{Outcome, Random, Selector};
+pub use selector::{FnSelector, Outcome, Selector, selector_fn};
+pub use strategy::{ConsistentHash, LeastRequests, Random, RoundRobin, WEIGHT, Weighted};
 
 use crate::call::BoxFuture;
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use rand::Rng;
 use tonic::{Code, Status};
 
 use super::Node;
@@ -18,6 +17,8 @@ pub enum Outcome {
     Failed(Code),
     /// The node could not be reached, or the connection broke before it answered.
     Unreachable,
+    /// The caller gave up (dropped the call, or its deadline passed) before an answer.
+    Cancelled,
 }
 
 impl Outcome {
@@ -26,6 +27,7 @@ impl Outcome {
         match result {
             Ok(_) => Outcome::Success,
             Err(status) if is_transport_failure(status) => Outcome::Unreachable,
+            Err(status) if status.code() == Code::DeadlineExceeded => Outcome::Cancelled,
             Err(status) => Outcome::Failed(status.code()),
         }
     }
@@ -52,46 +54,61 @@ pub trait Selector: Send + Sync + 'static {
     }
 }
 
-/// Picks a node uniformly at random: go-micro's default.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Random;
+/// A selector made from a closure that sees the call and the candidates and returns the
+/// index of the node to use (`None` refuses them all): the user hook.
+///
+/// ```
+/// use micro_otel::discovery::selector_fn;
+///
+/// // Prefer nodes in the caller's zone, else the first.
+/// let by_zone = selector_fn(|ctx, nodes| {
+///     let zone = ctx.metadata().get("x-zone").and_then(|z| z.to_str().ok());
+///     nodes
+///         .iter()
+///         .position(|n| n.metadata.get("zone").map(String::as_str) == zone)
+///         .or(Some(0))
+/// });
+/// # let _ = by_zone;
+/// ```
+pub fn selector_fn<F>(f: F) -> FnSelector<F>
+where
+    F: Fn(&Context, &[Arc<Node>]) -> Option<usize> + Send + Sync + 'static,
+{
+    FnSelector(f)
+}
 
-impl Selector for Random {
-    fn select<'a>(&self, _ctx: &Context, nodes: &'a [Arc<Node>]) -> Option<&'a Arc<Node>> {
-        match nodes.len() {
-            0 | 1 => nodes.first(),
-            n => nodes.get(rand::rng().random_range(0..n)),
-        }
+/// The selector [`selector_fn`] makes.
+pub struct FnSelector<F>(F);
+
+impl<F> Selector for FnSelector<F>
+where
+    F: Fn(&Context, &[Arc<Node>]) -> Option<usize> + Send + Sync + 'static,
+{
+    fn select<'a>(&self, ctx: &Context, nodes: &'a [Arc<Node>]) -> Option<&'a Arc<Node>> {
+        (self.0)(ctx, nodes).and_then(|i| nodes.get(i))
+    }
+}
+
+impl<F> std::fmt::Debug for FnSelector<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnSelector")
+    }
+}
+
+/// A shared selector is a selector.
+impl<S: Selector + ?Sized> Selector for Arc<S> {
+    fn select<'a>(&self, ctx: &Context, nodes: &'a [Arc<Node>]) -> Option<&'a Arc<Node>> {
+        (**self).select(ctx, nodes)
+    }
+
+    fn feedback(&self, node: &Node, outcome: Outcome) {
+        (**self).feedback(node, outcome)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{Method, MethodKind};
-
-    static METHOD: Method = Method {
-        service: "svc.Svc",
-        name: "Get",
-        path: "/svc.Svc/Get",
-        kind: MethodKind::Unary,
-        idempotent: true,
-    };
-
-    #[test]
-    fn random_selects_every_node_over_many_calls() {
-        let nodes: Vec<Arc<Node>> = (0..3)
-            .map(|i| Arc::new(Node::new(i.to_string(), format!("127.0.0.1:{}", 9000 + i))))
-            .collect();
-        let ctx = Context::new(&METHOD, Default::default());
-        let mut hits = [0usize; 3];
-        for _ in 0..3000 {
-            let n = Random.select(&ctx, &nodes).unwrap();
-            hits[n.id.parse::<usize>().unwrap()] += 1;
-        }
-        assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
-        assert!(Random.select(&ctx, &[]).is_none());
-    }
 
     #[test]
     fn statuses_a_node_sent_are_business_errors() {
