@@ -3,6 +3,8 @@
 //! ([`Selector`]).
 
 mod cache;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod filter;
 mod memory;
 mod selector;
@@ -15,6 +17,8 @@ use futures_util::Stream;
 
 pub use crate::call::Node;
 pub use cache::{Cache, Nodes};
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdRegistry;
 pub use filter::{ENDPOINTS, Filtered};
 pub use memory::MemoryRegistry;
 pub use selector::{FnSelector, Outcome, Selector, selector_fn};
