@@ -14,12 +14,14 @@
 //! | [`client`] | [`Client`]: the call chain (wrappers, selection, transport), channel pool |
 //! | [`server`] | HTTP/2 listener and [`server::Routes`], what generated servers build |
 //! | [`service`] | [`Service`]: configuration, start/run, registration heartbeat, graceful stop |
+//! | [`environment`] | go-micro's `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR` |
 //! | [`telemetry`] | tracer provider setup: OTLP, sampling, batching, the demo's tree printer |
 //! | [`stream`] | typed message streams for handlers and callers |
 
 pub mod call;
 pub mod client;
 pub mod discovery;
+pub mod environment;
 pub mod server;
 pub mod service;
 pub mod stream;
@@ -31,6 +33,7 @@ pub use call::{Context, Method, MethodKind, RoutingKey, Target};
 pub use client::Client;
 pub use service::{RunningService, Service, ServiceConfig};
 pub use stream::{ResponseStream, Streaming};
+pub use tonic::metadata;
 pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Status};
 
 /// Re-exports generated code refers to, so a user's crate needs only `micro-otel` and

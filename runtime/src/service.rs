@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{Client, ClientConfig};
 use crate::discovery::{MemoryRegistry, Node, Registry, RegistryError, Selector};
+use crate::environment::{ConfigError, FromEnv};
 use crate::server::{BoxHttpService, Router, Routes, RunningServer, ServerLayer};
 use crate::trace::Tracing;
 use crate::wrapper::{Wrapper, Wrappers};
@@ -39,6 +40,9 @@ pub enum Error {
         /// The proto service of the handler.
         service: &'static str,
     },
+    /// A `MICRO_*` variable names nothing this build knows.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
     /// A second handler for the same proto service.
     #[error("{service} already has a handler on this service")]
     DuplicateHandler {
@@ -59,6 +63,8 @@ struct Inner {
     address: String,
     metadata: BTreeMap<String, String>,
     registry: Arc<dyn Registry>,
+    /// A bad `MICRO_*` setting, reported by `start`.
+    config_error: Option<ConfigError>,
     handler_wrappers: Wrappers,
     layer: Option<ServerLayer>,
     client: Client,
@@ -78,7 +84,9 @@ impl Service {
             version: "latest".into(),
             address: "127.0.0.1:0".into(),
             metadata: BTreeMap::new(),
-            registry: Arc::new(MemoryRegistry::global()),
+            registry: None,
+            selector_in_code: false,
+            env: FromEnv::read(),
             client: Client::builder(),
             handler_wrappers: Vec::new(),
             layer: None,
@@ -123,6 +131,9 @@ impl Service {
     /// Binds, registers the node and serves until [`RunningService::stop`]. A service
     /// starts once; handlers must be added before.
     pub async fn start(&self) -> Result<RunningService, Error> {
+        if let Some(e) = &self.inner.config_error {
+            return Err(e.clone().into());
+        }
         let inner = self.inner.clone();
         let router = inner
             .router
@@ -290,7 +301,9 @@ pub struct ServiceConfig {
     version: String,
     address: String,
     metadata: BTreeMap<String, String>,
-    registry: Arc<dyn Registry>,
+    registry: Option<Arc<dyn Registry>>,
+    selector_in_code: bool,
+    env: FromEnv,
     client: ClientConfig,
     handler_wrappers: Vec<Arc<dyn Wrapper>>,
     layer: Option<ServerLayer>,
@@ -321,15 +334,17 @@ impl ServiceConfig {
         self
     }
 
-    /// Registry to register in and look services up (default: process-wide in-memory).
+    /// Registry to register in and look services up (default: `MICRO_REGISTRY`, else the
+    /// process-wide in-memory registry).
     pub fn registry(mut self, registry: impl Registry) -> Self {
-        self.registry = Arc::new(registry);
+        self.registry = Some(Arc::new(registry));
         self
     }
 
-    /// How the client picks nodes (default: random).
+    /// How the client picks nodes (default: `MICRO_SELECTOR`, else random).
     pub fn selector(mut self, selector: impl Selector) -> Self {
         self.client = self.client.selector(Arc::new(selector));
+        self.selector_in_code = true;
         self
     }
 
@@ -436,18 +451,31 @@ impl ServiceConfig {
             .into_iter()
             .chain(self.handler_wrappers)
             .collect();
-        let client = self
-            .client
-            .registry(self.registry.clone())
-            .tracing(tracing)
-            .build();
+        // Code wins over the environment; a bad variable the code overrides is no error.
+        let mut config_error = None;
+        let registry = match (self.registry, self.env.registry) {
+            (Some(registry), _) => registry,
+            (None, Some(Ok(registry))) => registry,
+            (None, from_env) => {
+                config_error = from_env.and_then(Result::err);
+                Arc::new(MemoryRegistry::global())
+            }
+        };
+        let mut client = self.client;
+        match self.env.selector {
+            Some(Ok(selector)) if !self.selector_in_code => client = client.selector(selector),
+            Some(Err(e)) if !self.selector_in_code => config_error = config_error.or(Some(e)),
+            _ => {}
+        }
+        let client = client.registry(registry.clone()).tracing(tracing).build();
         Service {
             inner: Arc::new(Inner {
                 name: self.name,
                 version: self.version,
                 address: self.address,
                 metadata: self.metadata,
-                registry: self.registry,
+                registry,
+                config_error,
                 handler_wrappers: Wrappers::new(handler_wrappers),
                 layer: self.layer,
                 client,

@@ -1,16 +1,24 @@
-//! `user-example [demo|server|client] [--address HOST:PORT]`
+//! `user-example [demo|server|client]`
 //!
 //! - `demo` (default): server and client in one process, prints the trace tree;
-//! - `server`: serves `user.User` on the address (default 127.0.0.1:50051) until Ctrl-C;
-//! - `client`: calls a server at the address and prints the answers and its trace tree.
+//! - `server`: serves `user.User` on `--address` until Ctrl-C, registered as `user.service`;
+//! - `client`: calls a server and prints the answers and its trace tree; with `--calls N`,
+//!   makes N `GetUser` calls through the registry and prints how many each node answered.
 //!
-//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, `server` and `client` export over OTLP instead.
+//! `--registry`, `--registry-address` and `--selector` take go-micro's values and win over
+//! `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS` and `MICRO_SELECTOR`. With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, `server` and `client` export over OTLP instead.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
+use micro_otel::client::ReplyMetadata;
+use micro_otel::environment;
 use micro_otel::telemetry::{Telemetry, TraceTree};
+use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Client, Service};
 use user_example::store::Store;
 use user_example::user::{
@@ -19,23 +27,104 @@ use user_example::user::{
 use user_example::{Users, demo};
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:50051";
+/// The reply header naming the node that answered.
+const SERVED_BY: &str = "x-served-by";
+
+#[derive(Parser)]
+#[command(about = "The user service of the micro-otel spec")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Server and client in one process; prints the trace tree.
+    Demo,
+    /// Serves user.User until Ctrl-C or SIGTERM.
+    Server {
+        /// Address to serve on (and to register).
+        #[arg(long, default_value = DEFAULT_ADDRESS)]
+        address: String,
+        #[command(flatten)]
+        discovery: Discovery,
+    },
+    /// Calls a server: the API tour, or --calls N GetUser calls through the registry.
+    Client {
+        /// A server's address; without it, `--calls` goes through the registry.
+        #[arg(long)]
+        address: Option<String>,
+        /// Make N GetUser calls and print `<node address> <count>` per node.
+        #[arg(long)]
+        calls: Option<usize>,
+        #[command(flatten)]
+        discovery: Discovery,
+    },
+}
+
+/// go-micro's plumbing flags; each wins over its `MICRO_*` variable.
+#[derive(Args)]
+struct Discovery {
+    /// Registry: memory, etcd (MICRO_REGISTRY).
+    #[arg(long)]
+    registry: Option<String>,
+    /// Registry addresses, comma separated (MICRO_REGISTRY_ADDRESS).
+    #[arg(long)]
+    registry_address: Option<String>,
+    /// Selector: random, round_robin, weighted, least_requests, consistent_hash
+    /// (MICRO_SELECTOR).
+    #[arg(long)]
+    selector: Option<String>,
+}
+
+impl Discovery {
+    /// The registry the flags name, else the one `MICRO_REGISTRY` names, if any.
+    fn registry(&self) -> anyhow::Result<Option<Arc<dyn micro_otel::discovery::Registry>>> {
+        let Some(kind) = &self.registry else {
+            return Ok(environment::registry_from_env().transpose()?);
+        };
+        let address = self
+            .registry_address
+            .clone()
+            .or_else(|| std::env::var(environment::MICRO_REGISTRY_ADDRESS).ok())
+            .unwrap_or_default();
+        Ok(Some(environment::registry(kind, &address)?))
+    }
+
+    /// The selector the flag names, else the one `MICRO_SELECTOR` names, if any.
+    fn selector(&self) -> anyhow::Result<Option<Arc<dyn micro_otel::discovery::Selector>>> {
+        Ok(match &self.selector {
+            Some(name) => Some(environment::selector("--selector", name)?),
+            None => environment::selector_from_env().transpose()?,
+        })
+    }
+
+    /// A client on the registry and selector the flags (or variables) name.
+    fn client(&self, tracing: micro_otel::trace::Tracing) -> anyhow::Result<Client> {
+        let mut config = Client::builder().tracing(Some(tracing));
+        if let Some(registry) = self.registry()? {
+            config = config.registry(registry);
+        }
+        if let Some(selector) = self.selector()? {
+            config = config.selector(selector);
+        }
+        Ok(config.build())
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().unwrap_or_else(|| "demo".into());
-    let address = match (args.next().as_deref(), args.next()) {
-        (None, _) => DEFAULT_ADDRESS.to_owned(),
-        (Some("--address"), Some(address)) => address,
-        (Some(other), _) => bail!(
-            "unexpected argument {other:?}; usage: user-example [demo|server|client] [--address HOST:PORT]"
-        ),
-    };
-    match command.as_str() {
-        "demo" => print!("{}", demo::run().await?),
-        "server" => server(&address).await?,
-        "client" => client(&address).await?,
-        other => bail!("unknown command {other:?}; expected demo, server or client"),
+    match Cli::parse().command.unwrap_or(Command::Demo) {
+        Command::Demo => print!("{}", demo::run().await?),
+        Command::Server { address, discovery } => server(&address, &discovery).await?,
+        Command::Client {
+            address,
+            calls: Some(calls),
+            discovery,
+        } => spread(address.as_deref(), calls, &discovery).await?,
+        Command::Client {
+            address, discovery, ..
+        } => tour(address.as_deref().unwrap_or(DEFAULT_ADDRESS), &discovery).await?,
     }
     Ok(())
 }
@@ -51,14 +140,35 @@ fn telemetry(tree: &TraceTree) -> anyhow::Result<Telemetry> {
     Ok(builder.init()?)
 }
 
-async fn server(address: &str) -> anyhow::Result<()> {
+async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
     let tree = TraceTree::new();
     let telemetry = telemetry(&tree)?;
-    let service = Service::builder(demo::SERVICE_NAME)
+    let served_by: micro_otel::metadata::AsciiMetadataValue = address.parse()?;
+    // Every reply, answer or error, names this node.
+    let name_node = wrapper::from_fn(move |call: Call, next: Next| {
+        let served_by = served_by.clone();
+        async move {
+            match next.run(call).await {
+                Ok(mut reply) => {
+                    reply.metadata.insert(SERVED_BY, served_by);
+                    Ok(reply)
+                }
+                Err(mut status) => {
+                    status.metadata_mut().insert(SERVED_BY, served_by);
+                    Err(status)
+                }
+            }
+        }
+    });
+    let mut config = Service::builder(demo::SERVICE_NAME)
         .version("1.0.0")
         .address(address)
         .tracer_provider(telemetry.provider().clone())
-        .build();
+        .wrap_handler(name_node);
+    if let Some(registry) = discovery.registry()? {
+        config = config.registry(registry);
+    }
+    let service = config.build();
     user::register_user_handler(&service, Users::new(Arc::new(Store::new())))?;
     eprintln!("serving user.User on {address}; Ctrl-C to stop");
     service
@@ -70,11 +180,43 @@ async fn server(address: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(address: &str) -> anyhow::Result<()> {
+/// N GetUser calls; prints how many each node answered (a user that does not exist is
+/// answered NOT_FOUND, which still names the node).
+async fn spread(address: Option<&str>, calls: usize, discovery: &Discovery) -> anyhow::Result<()> {
+    let tree = TraceTree::new();
+    let telemetry = Telemetry::builder(demo::SERVICE_NAME).tree(tree).init()?;
+    let client = discovery.client(micro_otel::trace::Tracing::new(telemetry.provider()))?;
+    let users = user::UserClient::new(address.unwrap_or(demo::SERVICE_NAME), client);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in 0..calls {
+        let mut request = micro_otel::Request::new(GetUserRequest { id: id as i64 + 1 });
+        let reply = ReplyMetadata::capture(&mut request);
+        match users.get_user(request).await {
+            Ok(_) => {}
+            Err(status) if status.code() == micro_otel::Code::NotFound => {}
+            Err(status) => return Err(status).context("GetUser"),
+        }
+        let node = reply
+            .get()
+            .and_then(|md| {
+                md.get(SERVED_BY)
+                    .and_then(|v| v.to_str().ok().map(str::to_owned))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        *counts.entry(node).or_default() += 1;
+    }
+    for (node, count) in counts {
+        println!("{node} {count}");
+    }
+    Ok(())
+}
+
+/// The API tour: every RPC of user.User against one server.
+async fn tour(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
     let tree = TraceTree::new();
     let telemetry = telemetry(&tree)?;
     let tracing = micro_otel::trace::Tracing::new(telemetry.provider());
-    let users = user::UserClient::new(address, Client::builder().tracing(Some(tracing)).build());
+    let users = user::UserClient::new(address, discovery.client(tracing)?);
     let created = users
         .create_user(CreateUserRequest {
             name: "Ada".into(),

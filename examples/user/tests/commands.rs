@@ -107,3 +107,72 @@ fn server_and_client_run_as_separate_processes() {
         "spans flushed at shutdown: {server_out}"
     );
 }
+
+/// Starts `user-example server` on a free port with `extra` arguments and environment;
+/// returns it once it listens.
+fn start_server(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(BIN);
+    command
+        .args(["server", "--address", &address])
+        .args(args)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let server = command.spawn().unwrap();
+    let ready = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < ready, "server did not listen on {address}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, address)
+}
+
+#[test]
+fn a_bad_micro_variable_stops_the_server_with_its_name() {
+    let output = Command::new(BIN)
+        .args(["server", "--address", "127.0.0.1:0"])
+        .env("MICRO_SELECTOR", "fastest")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("MICRO_SELECTOR=\"fastest\": unknown selector"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_calls_print_one_line_per_node_and_flags_win_over_variables() {
+    let (mut server, address) = start_server(&[], &[]);
+    let output = Command::new(BIN)
+        .args([
+            "client",
+            "--address",
+            &address,
+            "--calls",
+            "4",
+            "--selector",
+            "round_robin",
+        ])
+        .env("MICRO_SELECTOR", "fastest")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{address} 4\n")
+    );
+}

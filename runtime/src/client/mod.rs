@@ -23,6 +23,7 @@ use crate::call::{
     decode,
 };
 use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
+use crate::environment::{ConfigError, FromEnv};
 use crate::stream::Streaming;
 use crate::trace::Tracing;
 use crate::wrapper::{Chain, Wrapper, Wrappers};
@@ -118,6 +119,21 @@ impl Client {
     /// left the registry are dropped.
     pub fn connected_addresses(&self) -> Vec<String> {
         self.inner.pool.addresses()
+    }
+
+    /// A client configured from go-micro's variables (`MICRO_REGISTRY`,
+    /// `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR`) where they are set, with the defaults of
+    /// [`Client::builder`] otherwise; what the code sets afterwards wins.
+    pub fn from_env() -> Result<ClientConfig, ConfigError> {
+        let env = FromEnv::read();
+        let mut config = Self::builder();
+        if let Some(registry) = env.registry {
+            config = config.registry(registry?);
+        }
+        if let Some(selector) = env.selector {
+            config = config.selector(selector?);
+        }
+        Ok(config)
     }
 
     /// Makes a unary call.

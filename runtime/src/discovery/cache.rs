@@ -188,6 +188,7 @@ async fn follow(
             }
         });
         failures += 1;
-        tokio::time::sleep(retry_delay * 2u32.pow(failures.min(5))).await;
+        // 0.5 s doubling up to 4 s: a registry back from an outage is seen within seconds.
+        tokio::time::sleep(retry_delay * 2u32.pow(failures.min(3))).await;
     }
 }

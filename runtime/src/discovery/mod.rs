@@ -96,6 +96,30 @@ pub trait Registry: Send + Sync + 'static {
     fn watch(&self, service: &str) -> Watch;
 }
 
+/// A shared registry is a registry.
+impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
+    fn register(
+        &self,
+        service: &str,
+        node: &Node,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), RegistryError>> {
+        (**self).register(service, node, ttl)
+    }
+
+    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
+        (**self).deregister(service, node_id)
+    }
+
+    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
+        (**self).lookup(service)
+    }
+
+    fn watch(&self, service: &str) -> Watch {
+        (**self).watch(service)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

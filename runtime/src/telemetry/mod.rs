@@ -215,7 +215,7 @@ impl Telemetry {
         }
     }
 
-    /// The provider, to hand to [`crate::ServiceBuilder::tracer_provider`].
+    /// The provider, to hand to [`crate::ServiceConfig::tracer_provider`].
     pub fn provider(&self) -> &SdkTracerProvider {
         &self.provider
     }

@@ -1,0 +1,179 @@
+//! go-micro's environment variables for the plumbing: `MICRO_REGISTRY`,
+//! `MICRO_REGISTRY_ADDRESS` and `MICRO_SELECTOR`.
+//!
+//! [`crate::Service::builder`] reads them; what the code sets wins. A value that names
+//! nothing known is an error at [`crate::Service::start`] that names the variable, the value
+//! and what it may be.
+
+use std::sync::Arc;
+
+use crate::discovery::{
+    ConsistentHash, LeastRequests, MemoryRegistry, Random, Registry, RoundRobin, Selector, Weighted,
+};
+
+/// The registry backend: `memory` (default), `etcd` (with the `etcd` feature).
+pub const MICRO_REGISTRY: &str = "MICRO_REGISTRY";
+/// Where the registry is: comma-separated addresses (etcd: `http://127.0.0.1:2379`).
+pub const MICRO_REGISTRY_ADDRESS: &str = "MICRO_REGISTRY_ADDRESS";
+/// The selection strategy: `random` (default), `round_robin`, `weighted`,
+/// `least_requests`, `consistent_hash`.
+pub const MICRO_SELECTOR: &str = "MICRO_SELECTOR";
+
+/// The selector names [`selector`] knows, as the error lists them.
+const SELECTORS: &str = "random, round_robin, weighted, least_requests, consistent_hash";
+
+/// A setting that names nothing known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting}={value:?}: {problem}")]
+pub struct ConfigError {
+    /// The variable or flag.
+    pub setting: String,
+    /// The value given.
+    pub value: String,
+    /// What is wrong, and what it may be.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, value: &str, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.to_owned(),
+            value: value.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The selector named `name` (as `MICRO_SELECTOR` or a `--selector` flag spells it;
+/// `setting` names where it came from, for the error).
+pub fn selector(setting: &str, name: &str) -> Result<Arc<dyn Selector>, ConfigError> {
+    Ok(
+        match name.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "random" => Arc::new(Random),
+            "round_robin" | "roundrobin" => Arc::new(RoundRobin::new()),
+            "weighted" => Arc::new(Weighted),
+            "least_requests" | "p2c" => Arc::new(LeastRequests::new()),
+            "consistent_hash" | "hash" => Arc::new(ConsistentHash::default()),
+            _ => {
+                return Err(ConfigError::new(
+                    setting,
+                    name,
+                    format!("unknown selector; expected one of {SELECTORS}"),
+                ));
+            }
+        },
+    )
+}
+
+/// The registry `kind` at `addresses` (comma separated; the backend's default when empty).
+/// `memory` is the process-wide in-memory registry.
+pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, ConfigError> {
+    #[cfg(not(feature = "etcd"))]
+    let _ = addresses; // Only the backends behind features read it.
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "memory" | "" => Ok(Arc::new(MemoryRegistry::global())),
+        #[cfg(feature = "etcd")]
+        "etcd" => {
+            let mut endpoints: Vec<&str> = addresses
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            if endpoints.is_empty() {
+                endpoints.push("http://127.0.0.1:2379");
+            }
+            Ok(Arc::new(crate::discovery::EtcdRegistry::lazy(&endpoints)))
+        }
+        #[cfg(not(feature = "etcd"))]
+        "etcd" => Err(not_built(kind)),
+        "mdns" | "consul" | "dns" => Err(not_built(kind)),
+        _ => Err(ConfigError::new(
+            MICRO_REGISTRY,
+            kind,
+            "unknown registry; expected memory, etcd, mdns, consul or dns",
+        )),
+    }
+}
+
+/// The error for a registry kind this build lacks.
+fn not_built(kind: &str) -> ConfigError {
+    ConfigError::new(
+        MICRO_REGISTRY,
+        kind,
+        format!("this build has no {kind} registry (enable micro-otel's `{kind}` feature)"),
+    )
+}
+
+/// The registry `MICRO_REGISTRY` (at `MICRO_REGISTRY_ADDRESS`) names, if it is set.
+pub fn registry_from_env() -> Option<Result<Arc<dyn Registry>, ConfigError>> {
+    let address = var(MICRO_REGISTRY_ADDRESS).unwrap_or_default();
+    var(MICRO_REGISTRY).map(|kind| registry(&kind, &address))
+}
+
+/// The selector `MICRO_SELECTOR` names, if it is set.
+pub fn selector_from_env() -> Option<Result<Arc<dyn Selector>, ConfigError>> {
+    var(MICRO_SELECTOR).map(|name| selector(MICRO_SELECTOR, &name))
+}
+
+/// A variable's value, unless unset or blank.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// What the environment asks for: a registry and a selector, each when its variable is set.
+#[derive(Default)]
+pub(crate) struct FromEnv {
+    pub(crate) registry: Option<Result<Arc<dyn Registry>, ConfigError>>,
+    pub(crate) selector: Option<Result<Arc<dyn Selector>, ConfigError>>,
+}
+
+impl FromEnv {
+    /// Reads the variables now.
+    pub(crate) fn read() -> Self {
+        Self {
+            registry: registry_from_env(),
+            selector: selector_from_env(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_selector_name_is_known_and_a_wrong_one_is_named() {
+        for name in [
+            "random",
+            "round_robin",
+            "roundrobin",
+            "Round-Robin",
+            "weighted",
+            "least_requests",
+            "consistent_hash",
+        ] {
+            assert!(selector(MICRO_SELECTOR, name).is_ok(), "{name}");
+        }
+        let error = selector("--selector", "fastest").err().expect("unknown");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("--selector=\"fastest\": unknown selector"),
+            "{text}"
+        );
+        assert!(text.contains("round_robin"), "{text}");
+    }
+
+    #[test]
+    fn a_registry_kind_this_build_lacks_says_which_feature_brings_it() {
+        assert!(registry("memory", "").is_ok());
+        let error = registry("consul", "127.0.0.1:8500")
+            .err()
+            .expect("not built");
+        assert!(error.to_string().contains("`consul` feature"), "{error}");
+        let error = registry("zookeeper", "").err().expect("unknown");
+        assert!(
+            error.to_string().contains("MICRO_REGISTRY=\"zookeeper\""),
+            "{error}"
+        );
+    }
+}
