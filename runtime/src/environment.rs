@@ -1,5 +1,6 @@
 //! go-micro's environment variables for the plumbing: `MICRO_REGISTRY`,
-//! `MICRO_REGISTRY_ADDRESS` and `MICRO_SELECTOR`.
+//! `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR`, `MICRO_REGISTER_TTL` and
+//! `MICRO_REGISTER_INTERVAL`.
 //!
 //! [`crate::Service::builder`] reads them; what the code sets wins. A value that names
 //! nothing known is an error at [`crate::Service::start`] that names the variable, the value
@@ -18,6 +19,11 @@ pub const MICRO_REGISTRY_ADDRESS: &str = "MICRO_REGISTRY_ADDRESS";
 /// The selection strategy: `random` (default), `round_robin`, `weighted`,
 /// `least_requests`, `consistent_hash`.
 pub const MICRO_SELECTOR: &str = "MICRO_SELECTOR";
+
+/// Seconds a registration lives without a heartbeat (default 90).
+pub const MICRO_REGISTER_TTL: &str = "MICRO_REGISTER_TTL";
+/// Seconds between heartbeats (default 30).
+pub const MICRO_REGISTER_INTERVAL: &str = "MICRO_REGISTER_INTERVAL";
 
 /// The selector names [`selector`] knows, as the error lists them.
 const SELECTORS: &str = "random, round_robin, weighted, least_requests, consistent_hash";
@@ -115,6 +121,18 @@ pub fn selector_from_env() -> Option<Result<Arc<dyn Selector>, ConfigError>> {
     var(MICRO_SELECTOR).map(|name| selector(MICRO_SELECTOR, &name))
 }
 
+/// A whole number of seconds from `name`, if it is set.
+fn seconds_from_env(name: &str) -> Option<Result<std::time::Duration, ConfigError>> {
+    var(name).map(|value| match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(std::time::Duration::from_secs(seconds)),
+        _ => Err(ConfigError::new(
+            name,
+            &value,
+            "expected a whole number of seconds above 0",
+        )),
+    })
+}
+
 /// A variable's value, unless unset or blank.
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -125,6 +143,8 @@ fn var(name: &str) -> Option<String> {
 pub(crate) struct FromEnv {
     pub(crate) registry: Option<Result<Arc<dyn Registry>, ConfigError>>,
     pub(crate) selector: Option<Result<Arc<dyn Selector>, ConfigError>>,
+    pub(crate) register_ttl: Option<Result<std::time::Duration, ConfigError>>,
+    pub(crate) register_interval: Option<Result<std::time::Duration, ConfigError>>,
 }
 
 impl FromEnv {
@@ -133,6 +153,8 @@ impl FromEnv {
         Self {
             registry: registry_from_env(),
             selector: selector_from_env(),
+            register_ttl: seconds_from_env(MICRO_REGISTER_TTL),
+            register_interval: seconds_from_env(MICRO_REGISTER_INTERVAL),
         }
     }
 }

@@ -94,6 +94,8 @@ impl Service {
             tracer_provider: None,
             register_ttl: Duration::from_secs(90),
             register_interval: Duration::from_secs(30),
+            ttl_in_code: false,
+            interval_in_code: false,
             grace_period: Duration::from_secs(30),
         }
     }
@@ -311,6 +313,8 @@ pub struct ServiceConfig {
     tracer_provider: Option<SdkTracerProvider>,
     register_ttl: Duration,
     register_interval: Duration,
+    ttl_in_code: bool,
+    interval_in_code: bool,
     grace_period: Duration,
 }
 
@@ -401,15 +405,19 @@ impl ServiceConfig {
         self
     }
 
-    /// How long a registration lives without a heartbeat (default 90 s).
+    /// How long a registration lives without a heartbeat (default: `MICRO_REGISTER_TTL`
+    /// seconds, else 90 s).
     pub fn register_ttl(mut self, ttl: Duration) -> Self {
         self.register_ttl = ttl;
+        self.ttl_in_code = true;
         self
     }
 
-    /// How often the node re-registers (default 30 s).
+    /// How often the node re-registers (default: `MICRO_REGISTER_INTERVAL` seconds, else
+    /// 30 s).
     pub fn register_interval(mut self, interval: Duration) -> Self {
         self.register_interval = interval;
+        self.interval_in_code = true;
         self
     }
 
@@ -461,6 +469,22 @@ impl ServiceConfig {
                 Arc::new(MemoryRegistry::global())
             }
         };
+        let mut register_ttl = self.register_ttl;
+        let mut register_interval = self.register_interval;
+        for (in_code, from_env, value) in [
+            (self.ttl_in_code, self.env.register_ttl, &mut register_ttl),
+            (
+                self.interval_in_code,
+                self.env.register_interval,
+                &mut register_interval,
+            ),
+        ] {
+            match from_env {
+                Some(Ok(seconds)) if !in_code => *value = seconds,
+                Some(Err(e)) if !in_code => config_error = config_error.or(Some(e)),
+                _ => {}
+            }
+        }
         let mut client = self.client;
         match self.env.selector {
             Some(Ok(selector)) if !self.selector_in_code => client = client.selector(selector),
@@ -480,8 +504,8 @@ impl ServiceConfig {
                 layer: self.layer,
                 client,
                 router: Mutex::new(Some(Router::default())),
-                register_ttl: self.register_ttl,
-                register_interval: self.register_interval,
+                register_ttl,
+                register_interval,
                 grace_period: self.grace_period,
                 tracer_provider: self.tracer_provider,
             }),

@@ -3,6 +3,7 @@
 //! (`rpc.rs`, `tracing.rs`, `wrappers.rs`).
 
 pub mod corpus;
+pub mod etcd;
 pub mod harness;
 pub mod otlp;
 

@@ -33,11 +33,22 @@ impl Outcome {
     }
 }
 
-/// Whether a status came from the transport (connect refused, reset, no answer) rather
-/// than from the node: tonic reports those as UNAVAILABLE with the transport error as the
-/// source, while a status the node sent has no source.
+/// Whether a status came from the transport (connection refused, reset, broken pipe) rather
+/// than from the node: tonic reports those (as UNAVAILABLE, or UNKNOWN for a connection
+/// that broke mid-call) with the transport error as the source, while a status the node
+/// sent has none.
 pub(crate) fn is_transport_failure(status: &Status) -> bool {
-    status.code() == Code::Unavailable && std::error::Error::source(status).is_some()
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>()
+            || error.is::<hyper::Error>()
+            || error.is::<std::io::Error>()
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Picks the node for a call, seeing the call itself (service, method, metadata, routing
