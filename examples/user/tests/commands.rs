@@ -1,5 +1,6 @@
-//! The example's commands as a newcomer runs them: the demo, and server and client as two
-//! processes talking over 127.0.0.1.
+//! The example's commands as a newcomer runs them: the demo, server and client as
+//! processes talking over 127.0.0.1, and three servers sharing a client's calls through a
+//! real etcd.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -175,4 +176,45 @@ fn client_calls_print_one_line_per_node_and_flags_win_over_variables() {
         String::from_utf8_lossy(&output.stdout),
         format!("{address} 4\n")
     );
+}
+
+#[tokio::test]
+async fn three_servers_and_a_client_spread_calls_through_etcd() {
+    use micro_otel::discovery::Registry;
+    let Some(etcd) = micro_otel_tests::etcd::Etcd::start().await else {
+        return;
+    };
+    let endpoint = etcd.endpoint();
+    let through_etcd = [
+        "--registry",
+        "etcd",
+        "--registry-address",
+        endpoint.as_str(),
+    ];
+    let mut servers: Vec<_> = (0..3).map(|_| start_server(&through_etcd, &[])).collect();
+    let registry = etcd.registry().await;
+    let ready = Instant::now() + Duration::from_secs(10);
+    while registry.lookup("user.service").await.map_or(0, |n| n.len()) < 3 {
+        assert!(Instant::now() < ready, "the servers did not all register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = Command::new(BIN)
+        .args(["client", "--calls", "300", "--selector", "round_robin"])
+        .args(through_etcd)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    for (server, _) in &mut servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut expected: Vec<String> = servers.iter().map(|(_, a)| format!("{a} 100")).collect();
+    expected.sort();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{stdout}");
 }
