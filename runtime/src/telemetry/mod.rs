@@ -18,15 +18,16 @@ mod tree;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
+#[cfg(feature = "tracing-bridge")]
 use opentelemetry::trace::TracerProvider as _;
+#[cfg(feature = "otlp")]
 use opentelemetry_otlp::{SpanExporter as OtlpExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
-};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+#[cfg(feature = "otlp")]
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+#[cfg(feature = "tracing-bridge")]
+use tracing_subscriber::{Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
 
 pub use tree::TraceTree;
 
@@ -34,6 +35,7 @@ pub use tree::TraceTree;
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// The OTLP exporter could not be built (bad endpoint, no Tokio runtime...).
+    #[cfg(feature = "otlp")]
     #[error("building the OTLP exporter for {endpoint}: {source}")]
     Exporter {
         /// The endpoint configured, or `OTEL_EXPORTER_OTLP_ENDPOINT`'s default.
@@ -49,6 +51,7 @@ pub enum TelemetryError {
 /// Where finished spans go.
 #[derive(Debug, Clone)]
 enum Export {
+    #[cfg(feature = "otlp")]
     Otlp(Option<String>),
     Tree(TraceTree),
     Nowhere,
@@ -76,7 +79,9 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Exports over OTLP/gRPC to `endpoint`, e.g. `http://127.0.0.1:4317`.
+    /// Exports over OTLP/gRPC to `endpoint`, e.g. `http://127.0.0.1:4317` (feature `otlp`,
+    /// on by default).
+    #[cfg(feature = "otlp")]
     pub fn otlp(mut self, endpoint: impl Into<String>) -> Self {
         self.export = Export::Otlp(Some(endpoint.into()));
         self
@@ -140,17 +145,8 @@ impl TelemetryBuilder {
                 Sampler::TraceIdRatioBased(ratio),
             )));
         }
-        let mut batch = BatchConfigBuilder::default();
-        if let Some(n) = self.max_queue_size {
-            batch = batch.with_max_queue_size(n);
-        }
-        if let Some(n) = self.max_export_batch_size {
-            batch = batch.with_max_export_batch_size(n);
-        }
-        if let Some(d) = self.scheduled_delay {
-            batch = batch.with_scheduled_delay(d);
-        }
         let provider = match self.export {
+            #[cfg(feature = "otlp")]
             Export::Otlp(endpoint) => {
                 let mut exporter = OtlpExporter::builder().with_tonic();
                 if let Some(endpoint) = &endpoint {
@@ -162,6 +158,16 @@ impl TelemetryBuilder {
                         endpoint: endpoint.unwrap_or_else(|| "the default endpoint".into()),
                         source,
                     })?;
+                let mut batch = BatchConfigBuilder::default();
+                if let Some(n) = self.max_queue_size {
+                    batch = batch.with_max_queue_size(n);
+                }
+                if let Some(n) = self.max_export_batch_size {
+                    batch = batch.with_max_export_batch_size(n);
+                }
+                if let Some(d) = self.scheduled_delay {
+                    batch = batch.with_scheduled_delay(d);
+                }
                 provider.with_span_processor(
                     BatchSpanProcessor::builder(exporter)
                         .with_batch_config(batch.build())
@@ -180,18 +186,26 @@ impl TelemetryBuilder {
                     Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
                 ]),
             );
-            // INFO and above unless RUST_LOG says otherwise: keeps hyper's and h2's debug
-            // spans out of traces.
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("micro-otel"))
-                .with_filter(filter);
-            // Another subscriber may be installed already; then `tracing` spans go there.
-            let _ = tracing_subscriber::registry().with(layer).try_init();
+            #[cfg(feature = "tracing-bridge")]
+            install_tracing_bridge(&provider);
         }
         Ok(Telemetry { provider })
     }
+}
+
+/// Sends spans of the `tracing` crate to `provider` too, so that handler code using
+/// `tracing` nests under the server span (feature `tracing-bridge`, on by default).
+#[cfg(feature = "tracing-bridge")]
+fn install_tracing_bridge(provider: &SdkTracerProvider) {
+    // INFO and above unless RUST_LOG says otherwise: keeps hyper's and h2's debug spans out
+    // of traces.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("micro-otel"))
+        .with_filter(filter);
+    // Another subscriber may be installed already; then `tracing` spans go there.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// The tracer provider in use; flushes and shuts it down when dropped.
@@ -206,7 +220,10 @@ impl Telemetry {
         TelemetryBuilder {
             service_name: service_name.into(),
             version: None,
+            #[cfg(feature = "otlp")]
             export: Export::Otlp(None),
+            #[cfg(not(feature = "otlp"))]
+            export: Export::Nowhere,
             sample_ratio: None,
             max_queue_size: None,
             max_export_batch_size: None,
