@@ -11,6 +11,7 @@
 //! | [`wrapper`] | middleware around handlers and calls; tower interop |
 //! | [`trace`] | the tracing wrappers, propagation, semantic conventions |
 //! | [`discovery`] | registries, the registry cache, selectors |
+//! | [`broker`] | pub/sub: brokers, typed publishers and subscribers |
 //! | [`client`] | [`Client`]: the call chain (wrappers, selection, transport), channel pool |
 //! | [`server`] | HTTP/2 listener and [`server::Routes`], what generated servers build |
 //! | [`service`] | [`Service`]: configuration, start/run, registration heartbeat, graceful stop |
@@ -18,6 +19,7 @@
 //! | [`telemetry`] | tracer provider setup: OTLP, sampling, batching, the demo's tree printer |
 //! | [`stream`] | typed message streams for handlers and callers |
 
+pub mod broker;
 pub mod call;
 pub mod client;
 pub mod discovery;

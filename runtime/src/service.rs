@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rand::Rng;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::broker::{Broker, BrokerError, MemoryBroker, Publisher, Subscriber, SubscriberStats};
 use crate::client::{Client, ClientConfig};
 use crate::discovery::{MemoryRegistry, Node, Registry, RegistryError, Selector};
 use crate::environment::{ConfigError, FromEnv};
@@ -34,12 +36,15 @@ pub enum Error {
     /// Waiting for a shutdown signal failed.
     #[error("listening for shutdown signals: {0}")]
     Signal(std::io::Error),
-    /// A handler was added after the service started: it would never be served.
-    #[error("cannot serve {service}: the service has already started")]
+    /// A handler or subscriber was added after the service started: it would never run.
+    #[error("cannot add {service}: the service has already started")]
     AlreadyStarted {
-        /// The proto service of the handler.
-        service: &'static str,
+        /// The proto service of the handler, or the topic of the subscriber.
+        service: String,
     },
+    /// Subscribing to a topic failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     /// A `MICRO_*` variable names nothing this build knows.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
@@ -68,6 +73,11 @@ struct Inner {
     handler_wrappers: Wrappers,
     layer: Option<ServerLayer>,
     client: Client,
+    broker: Arc<dyn Broker>,
+    publish_wrappers: Wrappers,
+    subscriber_wrappers: Wrappers,
+    /// The subscribers to start; `None` once started.
+    subscribers: Mutex<Option<Vec<Subscriber>>>,
     /// The routes to serve; `None` once started.
     router: Mutex<Option<Router>>,
     register_ttl: Duration,
@@ -89,6 +99,9 @@ impl Service {
             env: FromEnv::read(),
             client: Client::builder(),
             handler_wrappers: Vec::new(),
+            publish_wrappers: Vec::new(),
+            subscriber_wrappers: Vec::new(),
+            broker: None,
             layer: None,
             tracing: true,
             tracer_provider: None,
@@ -123,11 +136,47 @@ impl Service {
         let service = routes.service_name();
         let mut router = self.inner.router.lock().unwrap_or_else(|e| e.into_inner());
         let Some(router) = router.as_mut() else {
-            return Err(Error::AlreadyStarted { service });
+            return Err(Error::AlreadyStarted {
+                service: service.to_owned(),
+            });
         };
         router
             .add(routes.with_wrappers(self.inner.handler_wrappers.clone()))
             .map_err(|_| Error::DuplicateHandler { service })
+    }
+
+    /// A publisher of `M` to `topic` on this service's broker, behind its publish wrappers
+    /// (tracing first).
+    pub fn publisher<M: prost::Message + Clone + 'static>(&self, topic: &str) -> Publisher<M> {
+        Publisher::new(
+            self.inner.broker.clone(),
+            topic,
+            self.inner.publish_wrappers.clone(),
+        )
+    }
+
+    /// Runs `subscriber` once the service starts, behind the subscriber wrappers (tracing
+    /// first), in a queue group named after the service unless the subscriber names one.
+    /// Fails once the service has started.
+    pub fn subscribe(&self, subscriber: Subscriber) -> Result<SubscriberStats, Error> {
+        let mut subscribers = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(subscribers) = subscribers.as_mut() else {
+            return Err(Error::AlreadyStarted {
+                service: format!("a subscriber of {}", subscriber.topic()),
+            });
+        };
+        let stats = subscriber.stats();
+        subscribers.push(subscriber.default_group(&self.inner.name));
+        Ok(stats)
+    }
+
+    /// The broker messages are published to and received from.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
     }
 
     /// Binds, registers the node and serves until [`RunningService::stop`]. A service
@@ -175,6 +224,35 @@ impl Service {
             server.stop().await;
             return Err(e.into());
         }
+        let (stop_subscribers, stopped) = watch::channel(false);
+        let subscribers = inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        let mut subscriptions = Vec::new();
+        for subscriber in subscribers {
+            let started = subscriber
+                .start(
+                    inner.broker.clone(),
+                    inner.subscriber_wrappers.clone(),
+                    stopped.clone(),
+                )
+                .await;
+            match started {
+                Ok(task) => subscriptions.push(task),
+                Err(e) => {
+                    let _ = stop_subscribers.send(true);
+                    for task in subscriptions {
+                        let _ = task.await;
+                    }
+                    let _ = inner.registry.deregister(&inner.name, &node.id).await;
+                    server.stop().await;
+                    return Err(e.into());
+                }
+            }
+        }
         let heartbeat = tokio::spawn(heartbeat(inner.clone(), node.clone()));
         tracing::info!(service = %inner.name, address = %node.address, "service started");
         Ok(RunningService {
@@ -182,6 +260,8 @@ impl Service {
             node,
             server,
             heartbeat,
+            stop_subscribers,
+            subscriptions,
         })
     }
 
@@ -254,6 +334,8 @@ pub struct RunningService {
     node: Node,
     server: RunningServer,
     heartbeat: JoinHandle<()>,
+    stop_subscribers: watch::Sender<bool>,
+    subscriptions: Vec<JoinHandle<()>>,
 }
 
 impl RunningService {
@@ -267,8 +349,9 @@ impl RunningService {
         &self.node
     }
 
-    /// Deregisters, stops accepting, waits for in-flight calls (up to the grace period) and
-    /// flushes spans.
+    /// Deregisters, stops taking messages and calls, waits for the messages and calls in
+    /// flight (up to the grace period each) and flushes spans. Messages taken but not
+    /// settled stay with the broker (a redelivering broker sends them again).
     pub async fn stop(self) -> Result<(), Error> {
         self.heartbeat.abort();
         let deregistered = self
@@ -276,6 +359,14 @@ impl RunningService {
             .registry
             .deregister(&self.inner.name, &self.node.id)
             .await;
+        let _ = self.stop_subscribers.send(true);
+        let drained = futures_util::future::join_all(self.subscriptions);
+        if tokio::time::timeout(self.inner.grace_period, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %self.inner.name, "message handlers did not finish within the grace period");
+        }
         self.server.stop().await;
         if let Some(provider) = self.inner.tracer_provider.clone() {
             let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
@@ -308,6 +399,9 @@ pub struct ServiceConfig {
     env: FromEnv,
     client: ClientConfig,
     handler_wrappers: Vec<Arc<dyn Wrapper>>,
+    publish_wrappers: Vec<Arc<dyn Wrapper>>,
+    subscriber_wrappers: Vec<Arc<dyn Wrapper>>,
+    broker: Option<Arc<dyn Broker>>,
     layer: Option<ServerLayer>,
     tracing: bool,
     tracer_provider: Option<SdkTracerProvider>,
@@ -355,6 +449,25 @@ impl ServiceConfig {
     /// Adds a handler wrapper; wrappers run in the order added, inside tracing.
     pub fn wrap_handler(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
         self.handler_wrappers.push(wrapper);
+        self
+    }
+
+    /// The broker to publish to and subscribe on (default: the process-wide in-memory one).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// Adds a publish wrapper; in the order added, inside tracing.
+    pub fn wrap_publish(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
+        self.publish_wrappers.push(wrapper);
+        self
+    }
+
+    /// Adds a subscriber wrapper, around every message a subscriber handles; in the order
+    /// added, inside tracing.
+    pub fn wrap_subscriber(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
+        self.subscriber_wrappers.push(wrapper);
         self
     }
 
@@ -453,12 +566,29 @@ impl ServiceConfig {
             Some(provider) => Tracing::new(provider),
             None => Tracing::global(),
         });
-        let handler_wrappers = tracing
-            .as_ref()
-            .map(Tracing::server)
-            .into_iter()
-            .chain(self.handler_wrappers)
-            .collect();
+        let inbound = |wrappers: Vec<Arc<dyn Wrapper>>| {
+            Wrappers::new(
+                tracing
+                    .as_ref()
+                    .map(Tracing::server)
+                    .into_iter()
+                    .chain(wrappers)
+                    .collect(),
+            )
+        };
+        let outbound = |wrappers: Vec<Arc<dyn Wrapper>>| {
+            Wrappers::new(
+                tracing
+                    .as_ref()
+                    .map(Tracing::client)
+                    .into_iter()
+                    .chain(wrappers)
+                    .collect(),
+            )
+        };
+        let handler_wrappers = inbound(self.handler_wrappers);
+        let subscriber_wrappers = inbound(self.subscriber_wrappers);
+        let publish_wrappers = outbound(self.publish_wrappers);
         // Code wins over the environment; a bad variable the code overrides is no error.
         let mut config_error = None;
         let registry = match (self.registry, self.env.registry) {
@@ -500,9 +630,15 @@ impl ServiceConfig {
                 metadata: self.metadata,
                 registry,
                 config_error,
-                handler_wrappers: Wrappers::new(handler_wrappers),
+                handler_wrappers,
                 layer: self.layer,
                 client,
+                broker: self
+                    .broker
+                    .unwrap_or_else(|| Arc::new(MemoryBroker::global())),
+                publish_wrappers,
+                subscriber_wrappers,
+                subscribers: Mutex::new(Some(Vec::new())),
                 router: Mutex::new(Some(Router::default())),
                 register_ttl,
                 register_interval,

@@ -29,6 +29,12 @@ impl From<&'static Method> for Operation {
     }
 }
 
+impl From<Messaging> for Operation {
+    fn from(messaging: Messaging) -> Self {
+        Operation::Message(messaging)
+    }
+}
+
 /// A pub/sub operation: which topic, which direction, which consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Messaging {

@@ -1,0 +1,247 @@
+//! Pub/sub on the in-memory broker: fan-out across services, load sharing within a
+//! service's queue group, one trace from the publisher through every handler, bad messages
+//! counted rather than fatal, and a stop that finishes the messages in flight.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use micro_otel::broker::{Broker, MemoryBroker, Message, Subscriber};
+use micro_otel::{Context, Service, Status};
+use micro_otel_tests::harness::echo::EchoRequest;
+use micro_otel_tests::harness::{Spans, attr, span};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A service `name` on `broker` whose subscriber of `user.created` records
+/// `(instance, message)`.
+async fn subscribed(
+    name: &str,
+    instance: &str,
+    broker: &MemoryBroker,
+    spans: &Spans,
+    seen: &Seen,
+) -> micro_otel::RunningService {
+    let service = Service::builder(name)
+        .registry(micro_otel::discovery::MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracer_provider(spans.provider())
+        .build();
+    let (seen, instance) = (seen.clone(), instance.to_owned());
+    service
+        .subscribe(Subscriber::new(
+            "user.created",
+            move |_ctx: Context, event: EchoRequest| {
+                let (seen, instance) = (seen.clone(), instance.clone());
+                async move {
+                    seen.lock().unwrap().push((instance, event.message));
+                    Ok(())
+                }
+            },
+        ))
+        .expect("before start");
+    service.start().await.expect("starts")
+}
+
+fn event(message: String) -> EchoRequest {
+    EchoRequest {
+        message,
+        ..Default::default()
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_service_gets_every_message_and_instances_of_one_share_them() {
+    let (broker, spans, seen) = (MemoryBroker::new(), Spans::default(), Seen::default());
+    let audit_1 = subscribed("audit", "audit-1", &broker, &spans, &seen).await;
+    let audit_2 = subscribed("audit", "audit-2", &broker, &spans, &seen).await;
+    let mailer = subscribed("mailer", "mailer", &broker, &spans, &seen).await;
+    let publisher = Service::builder("users")
+        .broker(broker.clone())
+        .tracing(false)
+        .build()
+        .publisher::<EchoRequest>("user.created");
+    for i in 0..100 {
+        publisher
+            .publish(&event(format!("user {i}")))
+            .await
+            .unwrap();
+    }
+    wait_until("200 deliveries", || seen.lock().unwrap().len() >= 200).await;
+    let seen = seen.lock().unwrap().clone();
+    let of = |instance: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(i, _)| i == instance)
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
+    assert_eq!(
+        of("mailer").len(),
+        100,
+        "another service gets every message"
+    );
+    let (one, two) = (of("audit-1"), of("audit-2"));
+    eprintln!(
+        "audit instances shared 100 messages: {} + {}",
+        one.len(),
+        two.len()
+    );
+    assert!(
+        !one.is_empty() && !two.is_empty(),
+        "both instances get a share"
+    );
+    let shared: BTreeSet<_> = one.iter().chain(&two).collect();
+    assert_eq!(
+        (one.len() + two.len(), shared.len()),
+        (100, 100),
+        "no message twice"
+    );
+    for running in [audit_1, audit_2, mailer] {
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_the_publisher_through_send_to_process() {
+    let (broker, spans, seen) = (MemoryBroker::new(), Spans::default(), Seen::default());
+    let consumer = subscribed("mailer", "mailer", &broker, &spans, &seen).await;
+    let producer = Service::builder("users")
+        .broker(broker.clone())
+        .tracer_provider(spans.provider())
+        .build();
+    let publisher = producer.publisher::<EchoRequest>("user.created");
+    let tracer = spans.provider().tracer("test");
+    let root = tracer.start("CreateUser");
+    let root_cx = opentelemetry::Context::current_with_span(root);
+    {
+        let _attached = root_cx.clone().attach();
+        publisher.publish(&event("ada".into())).await.unwrap();
+    }
+    root_cx.span().end();
+    wait_until("the message", || !seen.lock().unwrap().is_empty()).await;
+    let finished = spans.wait_for(3).await;
+    let root = span(&finished, "CreateUser", SpanKind::Internal);
+    let send = span(&finished, "send user.created", SpanKind::Producer);
+    let process = span(&finished, "process user.created", SpanKind::Consumer);
+    let trace = root.span_context.trace_id();
+    assert_eq!(send.span_context.trace_id(), trace);
+    assert_eq!(process.span_context.trace_id(), trace);
+    assert_eq!(send.parent_span_id, root.span_context.span_id());
+    assert_eq!(process.parent_span_id, send.span_context.span_id());
+    assert_eq!(
+        process
+            .links
+            .iter()
+            .map(|l| l.span_context.span_id())
+            .collect::<Vec<_>>(),
+        [send.span_context.span_id()]
+    );
+    let group = attr(process, "messaging.consumer.group.name").map(|v| v.to_string());
+    assert_eq!(
+        group.as_deref(),
+        Some("mailer"),
+        "the service's queue group"
+    );
+    consumer.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_that_does_not_decode_is_counted_and_the_subscriber_goes_on() {
+    let broker = MemoryBroker::new();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let service = Service::builder("mailer")
+        .broker(broker.clone())
+        .tracing(false)
+        .build();
+    let log = handled.clone();
+    let stats = service
+        .subscribe(Subscriber::new(
+            "user.created",
+            move |_ctx: Context, e: EchoRequest| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(e.message);
+                    Ok(())
+                }
+            },
+        ))
+        .unwrap();
+    let running = service.start().await.unwrap();
+    broker
+        .publish(Message {
+            topic: "user.created".into(),
+            body: vec![0xff, 0xff, 0xff].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    service
+        .publisher::<EchoRequest>("user.created")
+        .publish(&event("after".into()))
+        .await
+        .unwrap();
+    wait_until("the good message", || !handled.lock().unwrap().is_empty()).await;
+    assert_eq!(*handled.lock().unwrap(), ["after"]);
+    assert_eq!((stats.undecodable(), stats.handled()), (1, 1));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn failures_are_counted_and_stop_finishes_messages_in_flight() {
+    let broker = MemoryBroker::new();
+    let done = Arc::new(Mutex::new(0));
+    let service = Service::builder("slow")
+        .broker(broker.clone())
+        .tracing(false)
+        .build();
+    let count = done.clone();
+    let stats = service
+        .subscribe(Subscriber::new(
+            "jobs",
+            move |_ctx: Context, e: EchoRequest| {
+                let count = count.clone();
+                async move {
+                    if e.fail_with != 0 {
+                        return Err(Status::internal("this job fails"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    *count.lock().unwrap() += 1;
+                    Ok(())
+                }
+            },
+        ))
+        .unwrap();
+    let running = service.start().await.unwrap();
+    let jobs = service.publisher::<EchoRequest>("jobs");
+    jobs.publish(&EchoRequest {
+        fail_with: 13,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..3 {
+        jobs.publish(&event(format!("job {i}"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    running.stop().await.unwrap();
+    assert_eq!(
+        *done.lock().unwrap(),
+        3,
+        "the three jobs in flight finished"
+    );
+    assert_eq!((stats.handled(), stats.failed()), (3, 1));
+    let late = service.subscribe(Subscriber::new(
+        "jobs",
+        |_: Context, _: EchoRequest| async { Ok(()) },
+    ));
+    assert!(late.is_err(), "no subscriber after start");
+}
