@@ -1,6 +1,6 @@
 //! go-micro's environment variables for the plumbing: `MICRO_REGISTRY`,
-//! `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR`, `MICRO_REGISTER_TTL` and
-//! `MICRO_REGISTER_INTERVAL`.
+//! `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR`, `MICRO_REGISTER_TTL`,
+//! `MICRO_REGISTER_INTERVAL`, `MICRO_BROKER` and `MICRO_BROKER_ADDRESS`.
 //!
 //! [`crate::Service::builder`] reads them; what the code sets wins. A value that names
 //! nothing known is an error at [`crate::Service::start`] that names the variable, the value
@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::broker::{Broker, MemoryBroker};
 use crate::discovery::{
     ConsistentHash, LeastRequests, MemoryRegistry, Random, Registry, RoundRobin, Selector, Weighted,
 };
@@ -19,6 +20,11 @@ pub const MICRO_REGISTRY_ADDRESS: &str = "MICRO_REGISTRY_ADDRESS";
 /// The selection strategy: `random` (default), `round_robin`, `weighted`,
 /// `least_requests`, `consistent_hash`.
 pub const MICRO_SELECTOR: &str = "MICRO_SELECTOR";
+
+/// The broker backend: `memory` (default), `nats`, `rabbitmq` (with their features).
+pub const MICRO_BROKER: &str = "MICRO_BROKER";
+/// Where the broker is: comma-separated addresses.
+pub const MICRO_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
 
 /// Seconds a registration lives without a heartbeat (default 90).
 pub const MICRO_REGISTER_TTL: &str = "MICRO_REGISTER_TTL";
@@ -110,6 +116,31 @@ fn not_built(kind: &str) -> ConfigError {
     )
 }
 
+/// The broker `kind` at `addresses` (comma separated; the backend's default when empty).
+/// `memory` is the process-wide in-memory broker.
+pub fn broker(kind: &str, addresses: &str) -> Result<Arc<dyn Broker>, ConfigError> {
+    let _ = addresses; // Only the backends behind features read it.
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "memory" | "" => Ok(Arc::new(MemoryBroker::global())),
+        "nats" | "rabbitmq" => Err(ConfigError::new(
+            MICRO_BROKER,
+            kind,
+            format!("this build has no {kind} broker (enable micro-otel's `{kind}` feature)"),
+        )),
+        _ => Err(ConfigError::new(
+            MICRO_BROKER,
+            kind,
+            "unknown broker; expected memory, nats or rabbitmq",
+        )),
+    }
+}
+
+/// The broker `MICRO_BROKER` (at `MICRO_BROKER_ADDRESS`) names, if it is set.
+pub fn broker_from_env() -> Option<Result<Arc<dyn Broker>, ConfigError>> {
+    let address = var(MICRO_BROKER_ADDRESS).unwrap_or_default();
+    var(MICRO_BROKER).map(|kind| broker(&kind, &address))
+}
+
 /// The registry `MICRO_REGISTRY` (at `MICRO_REGISTRY_ADDRESS`) names, if it is set.
 pub fn registry_from_env() -> Option<Result<Arc<dyn Registry>, ConfigError>> {
     let address = var(MICRO_REGISTRY_ADDRESS).unwrap_or_default();
@@ -143,6 +174,7 @@ fn var(name: &str) -> Option<String> {
 pub(crate) struct FromEnv {
     pub(crate) registry: Option<Result<Arc<dyn Registry>, ConfigError>>,
     pub(crate) selector: Option<Result<Arc<dyn Selector>, ConfigError>>,
+    pub(crate) broker: Option<Result<Arc<dyn Broker>, ConfigError>>,
     pub(crate) register_ttl: Option<Result<std::time::Duration, ConfigError>>,
     pub(crate) register_interval: Option<Result<std::time::Duration, ConfigError>>,
 }
@@ -153,6 +185,7 @@ impl FromEnv {
         Self {
             registry: registry_from_env(),
             selector: selector_from_env(),
+            broker: broker_from_env(),
             register_ttl: seconds_from_env(MICRO_REGISTER_TTL),
             register_interval: seconds_from_env(MICRO_REGISTER_INTERVAL),
         }
@@ -195,6 +228,18 @@ mod tests {
         let error = registry("zookeeper", "").err().expect("unknown");
         assert!(
             error.to_string().contains("MICRO_REGISTRY=\"zookeeper\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn broker_names_are_checked_like_registry_names() {
+        assert!(broker("memory", "").is_ok());
+        let error = broker("kafka", "").err().expect("unknown");
+        assert!(
+            error
+                .to_string()
+                .starts_with("MICRO_BROKER=\"kafka\": unknown broker"),
             "{error}"
         );
     }

@@ -452,7 +452,8 @@ impl ServiceConfig {
         self
     }
 
-    /// The broker to publish to and subscribe on (default: the process-wide in-memory one).
+    /// The broker to publish to and subscribe on (default: `MICRO_BROKER`, else the
+    /// process-wide in-memory one).
     pub fn broker(mut self, broker: impl Broker) -> Self {
         self.broker = Some(Arc::new(broker));
         self
@@ -615,6 +616,14 @@ impl ServiceConfig {
                 _ => {}
             }
         }
+        let broker = match (self.broker, self.env.broker) {
+            (Some(broker), _) => broker,
+            (None, Some(Ok(broker))) => broker,
+            (None, from_env) => {
+                config_error = config_error.or(from_env.and_then(Result::err));
+                Arc::new(MemoryBroker::global())
+            }
+        };
         let mut client = self.client;
         match self.env.selector {
             Some(Ok(selector)) if !self.selector_in_code => client = client.selector(selector),
@@ -633,9 +642,7 @@ impl ServiceConfig {
                 handler_wrappers,
                 layer: self.layer,
                 client,
-                broker: self
-                    .broker
-                    .unwrap_or_else(|| Arc::new(MemoryBroker::global())),
+                broker,
                 publish_wrappers,
                 subscriber_wrappers,
                 subscribers: Mutex::new(Some(Vec::new())),
