@@ -210,6 +210,11 @@ async fn a_stream_gets_one_span_for_its_whole_life() {
     let all = spans.wait_for(6).await;
     let client = span(&all, "user.User/WatchUsers", SpanKind::Client);
     assert_eq!(attr(client, "rpc.response.status_code"), s("CANCELLED"));
+    assert_eq!(
+        client.status,
+        opentelemetry::trace::Status::Unset,
+        "the caller ending its own stream is no failure"
+    );
     running.stop().await.unwrap();
 }
 

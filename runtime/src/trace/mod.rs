@@ -319,13 +319,22 @@ impl Drop for OpenSpan {
         if self.ended {
             return;
         }
-        let status = match self.deadline {
+        match self.deadline {
             Some(deadline) if Instant::now() >= deadline => {
-                Status::deadline_exceeded("deadline exceeded")
+                let status = Status::deadline_exceeded("deadline exceeded");
+                end_span(&self.cx, self.side, Some(&status));
             }
-            _ => Status::cancelled("cancelled by the caller before the call finished"),
-        };
-        end_span(&self.cx, self.side, Some(&status));
+            // The caller stopped waiting (dropped the call, or a stream before its end): the
+            // span says CANCELLED, but the caller's own choice is no failure of the call.
+            _ => {
+                let status = Status::cancelled("cancelled by the caller before the call finished");
+                let side = match self.side {
+                    Side::RpcClient => Side::RpcServer,
+                    side => side,
+                };
+                end_span(&self.cx, side, Some(&status));
+            }
+        }
     }
 }
 
