@@ -2,8 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use protox::file::{
+    ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+};
+
 use crate::error::Error;
-use crate::generate::{GeneratedFile, generate};
+use crate::extensions::{Extensions, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
+use crate::generate::{GeneratedFile, generate_with_extensions};
 use crate::options::Options;
 
 /// Starts configuring generation from build.rs:
@@ -146,7 +151,7 @@ impl Builder {
         protos: &[impl AsRef<Path>],
         includes: &[impl AsRef<Path>],
     ) -> Result<(Vec<GeneratedFile>, Vec<PathBuf>), Error> {
-        let mut compiler = protox::Compiler::new(includes)?;
+        let mut compiler = protox::Compiler::with_file_resolver(resolver(includes));
         compiler.include_source_info(true).include_imports(true);
         for proto in protos {
             compiler.open_file(proto)?;
@@ -162,7 +167,39 @@ impl Builder {
             .map(|f| f.name().to_owned())
             .collect();
         let fds = compiler.file_descriptor_set();
-        Ok((generate(&fds.file, &requested, &self.options)?, read))
+        // prost-types drops extensions: micro-otel's options are read from the encoded set.
+        let extensions =
+            Extensions::from_file_descriptor_set(&compiler.encode_file_descriptor_set())?;
+        Ok((
+            generate_with_extensions(&fds.file, &extensions, &requested, &self.options)?,
+            read,
+        ))
+    }
+}
+
+/// Where protox looks for imports: `includes` in order, then `micro_otel/options.proto`
+/// (embedded, so that it needs no include path; a copy in `includes` wins), then the
+/// well-known types, as `protox::Compiler::new` does.
+fn resolver(includes: &[impl AsRef<Path>]) -> ChainFileResolver {
+    let mut resolver = ChainFileResolver::new();
+    for include in includes {
+        resolver.add(IncludeFileResolver::new(include.as_ref().to_owned()));
+    }
+    resolver.add(MicroOtelOptions);
+    resolver.add(GoogleFileResolver::new());
+    resolver
+}
+
+/// Resolves `micro_otel/options.proto` to the copy embedded from the runtime crate.
+struct MicroOtelOptions;
+
+impl FileResolver for MicroOtelOptions {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        if name == OPTIONS_PROTO_NAME {
+            File::from_source(name, OPTIONS_PROTO)
+        } else {
+            Err(protox::Error::file_not_found(name))
+        }
     }
 }
 

@@ -67,6 +67,15 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// Descriptor bytes could not be read for micro-otel's custom options, or an option has
+    /// a value that cannot be used.
+    #[error("{file}: {message}")]
+    Descriptor {
+        /// The proto file (or, if it cannot be told, the part of the input) at fault.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// prost-build rejected the descriptors.
     #[error("generating messages: {0}")]
     Prost(std::io::Error),

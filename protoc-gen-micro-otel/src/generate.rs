@@ -9,7 +9,8 @@ use prost_build::{Module, Service, ServiceGenerator};
 use prost_types::FileDescriptorProto;
 
 use crate::error::Error;
-use crate::model::ServiceModel;
+use crate::extensions::{Extensions, OPTIONS_PROTO_NAME};
+use crate::model::{ServiceModel, TopicModel};
 use crate::names::Names;
 use crate::options::Options;
 use crate::render::Renderer;
@@ -30,6 +31,17 @@ pub struct GeneratedFile {
 /// `prost-types`, so it is never generated.
 const WELL_KNOWN_PACKAGE: &str = ".google.protobuf";
 
+/// [`generate_with_extensions`] without micro-otel's custom options: prost-types drops
+/// extensions when decoding descriptors, so options such as `(micro_otel.topic)` are only seen
+/// when read from the encoded descriptors with [`Extensions`].
+pub fn generate(
+    files: &[FileDescriptorProto],
+    to_generate: &[String],
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, Error> {
+    generate_with_extensions(files, &Extensions::default(), to_generate, options)
+}
+
 /// Generates one file per proto package, plus the include file if asked for.
 ///
 /// `files` is a whole descriptor set, imports included, in dependency order (prost-build
@@ -37,16 +49,19 @@ const WELL_KNOWN_PACKAGE: &str = ".google.protobuf";
 /// `file_to_generate`): only their packages are written, unless `options.include_imports`
 /// asks for every package. A package that is written holds all its files in `files`, asked
 /// for or not, so that it compiles. Well-known types and `extern_path` packages are never
-/// written.
-pub fn generate(
+/// written, nor is `micro_otel/options.proto`. `extensions` holds micro-otel's custom options
+/// read from the same descriptors (see [`Extensions`]): messages with a `(micro_otel.topic)`
+/// get typed pub/sub helpers after their package's services.
+pub fn generate_with_extensions(
     files: &[FileDescriptorProto],
+    extensions: &Extensions,
     to_generate: &[String],
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
     let wanted: HashSet<Module> = files
         .iter()
         .filter(|f| options.include_imports || to_generate.iter().any(|name| name == f.name()))
-        .filter(|f| !is_external(f, options))
+        .filter(|f| !is_external(f, options) && f.name() != OPTIONS_PROTO_NAME)
         .map(|f| Module::from_protobuf_package_name(f.package()))
         .collect();
 
@@ -65,6 +80,7 @@ pub fn generate(
             })
             .collect(),
         wanted: wanted.clone(),
+        extensions: extensions.clone(),
         error: None,
     }));
 
@@ -94,10 +110,23 @@ pub fn generate(
         return Err(error);
     }
 
-    let modules: BTreeMap<Module, String> = modules
+    let mut modules: BTreeMap<Module, String> = modules
         .into_iter()
         .filter(|(m, _)| wanted.contains(m))
         .collect();
+    let mut state = state.borrow_mut();
+    let State {
+        renderer, names, ..
+    } = &mut *state;
+    for file in files {
+        let module = Module::from_protobuf_package_name(file.package());
+        let Some(code) = modules.get_mut(&module) else {
+            continue;
+        };
+        for topic in TopicModel::of_file(file, extensions, names)? {
+            code.push_str(&format(file.name(), &renderer.topic(&topic)?)?);
+        }
+    }
     let mut out: Vec<GeneratedFile> = modules
         .iter()
         .map(|(module, code)| GeneratedFile {
@@ -133,6 +162,8 @@ struct State {
     file_of: HashMap<(String, String), String>,
     /// The packages written; services elsewhere are not rendered.
     wanted: HashSet<Module>,
+    /// micro-otel's custom options of every file.
+    extensions: Extensions,
     error: Option<Error>,
 }
 
@@ -151,7 +182,8 @@ impl ServiceGenerator for Services {
             .get(&(service.package.clone(), service.proto_name.clone()))
             .cloned()
             .unwrap_or_else(|| format!("package {}", service.package));
-        let rendered = ServiceModel::new(&service, &file, &mut state.names)
+        let state = &mut *state;
+        let rendered = ServiceModel::new(&service, &file, &state.extensions, &mut state.names)
             .and_then(|model| state.renderer.service(&model))
             .and_then(|code| format(&file, &code));
         match rendered {

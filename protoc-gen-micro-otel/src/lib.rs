@@ -19,11 +19,23 @@
 //! ([`Builder::include_imports`]`(false)` keeps to the files passed to `compile`). Either way,
 //! well-known types (`google.protobuf.*`) are never written: prost maps them to `prost-types`.
 //!
+//! ## Custom options
+//!
+//! `micro_otel/options.proto` (shipped in the micro-otel crate's `proto/` folder) declares
+//! `(micro_otel.topic)` on messages, `(micro_otel.service_name)` on services and
+//! `(micro_otel.idempotent)` on methods. The build.rs path resolves the import with no
+//! include path; with protoc, add `-I <micro-otel>/proto`. A message with a topic gets a
+//! `<MESSAGE>_TOPIC` constant, `<message>_publisher(&Service)` and
+//! `subscribe_<message>(&Service, handler)` after its package's services (nested messages
+//! join their names: `Order.Shipped` gives `ORDER_SHIPPED_TOPIC`). prost-types drops
+//! extensions, so they are read from the encoded descriptors ([`Extensions`]).
+//!
 //! The pipeline ([`generate()`]): descriptors -> prost-build for messages, with a service
 //! generator rendering the Tera templates of `templates/` -> prettyplease.
 
 mod builder;
 mod error;
+mod extensions;
 mod generate;
 mod model;
 mod names;
@@ -33,6 +45,10 @@ mod render;
 
 pub use builder::{Builder, configure};
 pub use error::Error;
-pub use generate::{GeneratedFile, HEADER, generate};
+pub use extensions::{
+    Extensions, IDEMPOTENT_FIELD, OPTIONS_PROTO, OPTIONS_PROTO_NAME, SERVICE_NAME_FIELD,
+    TOPIC_FIELD,
+};
+pub use generate::{GeneratedFile, HEADER, generate, generate_with_extensions};
 pub use options::Options;
-pub use plugin::respond;
+pub use plugin::{respond, respond_encoded};

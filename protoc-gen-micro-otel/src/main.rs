@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use prost::Message;
-use prost_types::compiler::CodeGeneratorRequest;
 
 fn main() -> ExitCode {
     let mut input = Vec::new();
@@ -13,17 +12,13 @@ fn main() -> ExitCode {
         eprintln!("protoc-gen-micro-otel: reading stdin: {e}");
         return ExitCode::FAILURE;
     }
-    let request = match CodeGeneratorRequest::decode(input.as_slice()) {
-        Ok(request) => request,
+    let response = match protoc_gen_micro_otel::respond_encoded(&input) {
+        Ok(response) => response,
         Err(e) => {
-            eprintln!(
-                "protoc-gen-micro-otel: {}",
-                protoc_gen_micro_otel::Error::from(e)
-            );
+            eprintln!("protoc-gen-micro-otel: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let response = protoc_gen_micro_otel::respond(&request);
     if let Err(e) = std::io::stdout().write_all(&response.encode_to_vec()) {
         eprintln!("protoc-gen-micro-otel: writing stdout: {e}");
         return ExitCode::FAILURE;

@@ -5,7 +5,7 @@ use std::path::Path;
 use tera::Tera;
 
 use crate::error::Error;
-use crate::model::ServiceModel;
+use crate::model::{ServiceModel, TopicModel};
 
 /// The embedded templates, by file name.
 const EMBEDDED: &[(&str, &str)] = &[
@@ -29,10 +29,17 @@ const EMBEDDED: &[(&str, &str)] = &[
         "client.rs.tera",
         include_str!("../../templates/client.rs.tera"),
     ),
+    (
+        "topic.rs.tera",
+        include_str!("../../templates/topic.rs.tera"),
+    ),
 ];
 
 /// The entry template rendered once per service.
 const ENTRY: &str = "service.rs.tera";
+
+/// The template rendered once per message with a `(micro_otel.topic)` option.
+const TOPIC: &str = "topic.rs.tera";
 
 /// Renders services to Rust source.
 pub(crate) struct Renderer {
@@ -95,6 +102,16 @@ impl Renderer {
         self.tera
             .render(ENTRY, &context)
             .map_err(|e| template_error(ENTRY, &e))
+    }
+
+    /// Renders the pub/sub helpers of one message with a topic.
+    pub(crate) fn topic(&self, topic: &TopicModel) -> Result<String, Error> {
+        let mut context = tera::Context::new();
+        context.insert("topic", topic);
+        context.insert("rt", &self.runtime_path);
+        self.tera
+            .render(TOPIC, &context)
+            .map_err(|e| template_error(TOPIC, &e))
     }
 }
 

@@ -37,12 +37,19 @@ fn run_protoc(include: &Path, protos: &[impl AsRef<Path>], out: &Path, opt: &str
     cmd.arg(format!("--plugin=protoc-gen-micro-otel={PLUGIN}"))
         .arg(format!("--micro-otel_out={}", out.display()))
         .arg(format!("-I{}", include.display()))
+        // micro-otel's custom options, which the build.rs path finds by itself.
+        .arg(format!("-I{}", options_include().display()))
         .current_dir(include);
     if !opt.is_empty() {
         cmd.arg(format!("--micro-otel_opt={opt}"));
     }
     cmd.args(protos.iter().map(AsRef::as_ref));
     cmd.output().expect("running protoc")
+}
+
+/// The runtime crate's `proto/` folder, which holds `micro_otel/options.proto`.
+fn options_include() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/proto")
 }
 
 #[test]

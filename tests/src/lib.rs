@@ -13,6 +13,10 @@ pub mod golden {
     pub mod comments_case {
         include!("../golden/comments/expected/mod.rs");
     }
+    /// `tests/golden/events`
+    pub mod events_case {
+        include!("../golden/events/expected/mod.rs");
+    }
     /// `tests/golden/keywords`
     pub mod keywords_case {
         include!("../golden/keywords/expected/mod.rs");
