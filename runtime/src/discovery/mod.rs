@@ -3,6 +3,8 @@
 //! ([`Selector`]).
 
 mod cache;
+#[cfg(feature = "dns")]
+mod dns;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod filter;
@@ -17,6 +19,8 @@ use futures_util::Stream;
 
 pub use crate::call::Node;
 pub use cache::{Cache, Nodes};
+#[cfg(feature = "dns")]
+pub use dns::{DnsRegistry, SRV_PRIORITY};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;
 pub use filter::{ENDPOINTS, Filtered};
