@@ -3,6 +3,8 @@
 //! publish, a CONSUMER span per message processed).
 
 mod memory;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 mod subscriber;
 
 use std::marker::PhantomData;
@@ -15,6 +17,8 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 pub use memory::MemoryBroker;
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::RabbitMqBroker;
 pub use subscriber::{Handler, Subscriber, SubscriberStats};
 
 use crate::call::{AnyMessage, BoxFuture, Call, Context, Messaging, MessagingKind, Payload, Reply};
