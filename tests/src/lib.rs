@@ -2,6 +2,7 @@
 //! a [`harness`] for end-to-end tests, and the tests themselves beside this folder
 //! (`rpc.rs`, `tracing.rs`, `wrappers.rs`).
 
+pub mod consul_fake;
 pub mod corpus;
 pub mod etcd;
 pub mod harness;

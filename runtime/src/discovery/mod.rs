@@ -3,6 +3,8 @@
 //! ([`Selector`]).
 
 mod cache;
+#[cfg(feature = "consul")]
+mod consul;
 #[cfg(feature = "dns")]
 mod dns;
 #[cfg(feature = "etcd")]
@@ -19,6 +21,8 @@ use futures_util::Stream;
 
 pub use crate::call::Node;
 pub use cache::{Cache, Nodes};
+#[cfg(feature = "consul")]
+pub use consul::ConsulRegistry;
 #[cfg(feature = "dns")]
 pub use dns::{DnsRegistry, SRV_PRIORITY};
 #[cfg(feature = "etcd")]
