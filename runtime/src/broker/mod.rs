@@ -3,6 +3,8 @@
 //! publish, a CONSUMER span per message processed).
 
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 mod subscriber;
@@ -17,6 +19,8 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 pub use memory::MemoryBroker;
+#[cfg(feature = "nats")]
+pub use nats::{JetStreamConfig, NatsBroker};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMqBroker;
 pub use subscriber::{Handler, Subscriber, SubscriberStats};

@@ -1,0 +1,1095 @@
+//! The NATS broker against a real `nats-server` (Debian `nats-server`, installed by
+//! `.ci/run`): each test starts its own, with JetStream, on a free 127.0.0.1 port and a
+//! temporary store. Core NATS: fan-out and queue groups, at most once. JetStream: the same,
+//! plus redelivery of failed messages, dead letters, nothing lost while an instance is
+//! replaced mid-run. Trace context crosses the broker, and plain `nats-py` clients see and
+//! send a W3C `traceparent`. Outside CI a missing `nats-server` (or python3) skips these
+//! tests loudly; inside CI (`CI=true`) it fails them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use micro_otel::broker::{Broker, BrokerError, JetStreamConfig, Message, NatsBroker, Subscriber};
+use micro_otel::discovery::MemoryRegistry;
+use micro_otel::{Context, RunningService, Service, Status};
+use micro_otel_tests::harness::echo::EchoRequest;
+use micro_otel_tests::harness::{Spans, attr, skip_outside_ci, span};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+use prost::Message as _;
+
+/// A `nats-server` with JetStream of one test, killed when dropped.
+struct Nats {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nats {
+    /// Starts `nats-server -js` on a free port and waits until JetStream answers; `None`
+    /// (after the skip message, or failing in CI) if it is not installed.
+    async fn start() -> Option<Self> {
+        if Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            skip_outside_ci("nats-server not found; `apt-get install nats-server`");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path().join("store"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts");
+        let mut nats = Self { child, dir, port };
+        let started = Instant::now();
+        loop {
+            // JetStream is up once its API answers.
+            if let Ok(client) = async_nats::connect(nats.url()).await
+                && client.request("$JS.API.INFO", "".into()).await.is_ok()
+            {
+                eprintln!("nats-server ready in {:?}", started.elapsed());
+                return Some(nats);
+            }
+            let exited = nats.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && started.elapsed() < Duration::from_secs(20),
+                "nats-server did not come up (exit: {exited:?}); its log:\n{}",
+                nats.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    /// A plain client, to look behind the broker.
+    async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connects")
+    }
+
+    async fn core(&self) -> NatsBroker {
+        NatsBroker::connect(self.url()).await.expect("connects")
+    }
+
+    async fn jetstream(&self, config: JetStreamConfig) -> NatsBroker {
+        NatsBroker::connect_jetstream(self.url(), config)
+            .await
+            .expect("connects and makes the streams")
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tests' JetStream setup: stream `EVENTS` over `user.>` and `jobs.>`, dead letters
+/// on `dead.events`, quick redelivery.
+fn events() -> JetStreamConfig {
+    JetStreamConfig {
+        dead_letter: "dead.events".into(),
+        redeliver_delay: Duration::from_millis(50),
+        ..JetStreamConfig::new("EVENTS", ["user.>", "jobs.>"])
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A service `name` on `broker` whose subscriber of `topic` records `(instance, message)`.
+async fn subscribed(
+    name: &str,
+    instance: &str,
+    topic: &str,
+    broker: &NatsBroker,
+    spans: &Spans,
+    seen: &Seen,
+) -> RunningService {
+    let service = Service::builder(name)
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracer_provider(spans.provider())
+        .build();
+    let (seen, instance) = (seen.clone(), instance.to_owned());
+    service
+        .subscribe(Subscriber::new(
+            topic,
+            move |_ctx: Context, event: EchoRequest| {
+                let (seen, instance) = (seen.clone(), instance.clone());
+                async move {
+                    seen.lock().unwrap().push((instance, event.message));
+                    Ok(())
+                }
+            },
+        ))
+        .expect("before start");
+    service.start().await.expect("starts")
+}
+
+fn publisher_service(broker: &NatsBroker) -> Service {
+    Service::builder("users")
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracing(false)
+        .build()
+}
+
+fn event(message: String) -> EchoRequest {
+    EchoRequest {
+        message,
+        ..Default::default()
+    }
+}
+
+/// Polls `done` every 5 ms until it holds; panics after `limit`.
+async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Two `audit` instances and a `mailer` on `broker`; 100 messages published: the mailer
+/// gets all, the audit instances share them, none twice.
+async fn fan_out_and_share(broker: NatsBroker) {
+    let (spans, seen) = (Spans::default(), Seen::default());
+    let topic = "user.created";
+    let audit_1 = subscribed("audit", "audit-1", topic, &broker, &spans, &seen).await;
+    let audit_2 = subscribed("audit", "audit-2", topic, &broker, &spans, &seen).await;
+    let mailer = subscribed("mailer", "mailer", topic, &broker, &spans, &seen).await;
+    let publisher = publisher_service(&broker).publisher::<EchoRequest>(topic);
+    for i in 0..100 {
+        publisher
+            .publish(&event(format!("user {i}")))
+            .await
+            .unwrap();
+    }
+    wait_until(Duration::from_secs(10), "200 deliveries", || {
+        seen.lock().unwrap().len() >= 200
+    })
+    .await;
+    // Anything more (a message twice) would arrive within moments.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = seen.lock().unwrap().clone();
+    let of = |instance: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(i, _)| i == instance)
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
+    let mailer_got: BTreeSet<_> = of("mailer").into_iter().collect();
+    assert_eq!(
+        (of("mailer").len(), mailer_got.len()),
+        (100, 100),
+        "another service gets every message once"
+    );
+    let (one, two) = (of("audit-1"), of("audit-2"));
+    eprintln!(
+        "audit instances shared 100 messages: {} + {}",
+        one.len(),
+        two.len()
+    );
+    assert!(
+        !one.is_empty() && !two.is_empty(),
+        "both instances get a share"
+    );
+    let shared: BTreeSet<_> = one.iter().chain(&two).collect();
+    assert_eq!(
+        (one.len() + two.len(), shared.len()),
+        (100, 100),
+        "no message twice"
+    );
+    for running in [audit_1, audit_2, mailer] {
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn core_every_service_gets_every_message_and_instances_of_one_share_them() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    fan_out_and_share(nats.core().await).await;
+}
+
+#[tokio::test]
+async fn jetstream_every_service_gets_every_message_and_instances_of_one_share_them() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    fan_out_and_share(nats.jetstream(events()).await).await;
+}
+
+#[tokio::test]
+async fn jetstream_a_handler_failing_twice_sees_the_message_three_times_then_it_is_acknowledged() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let service = Service::builder("billing")
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracing(false)
+        .build();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let log = ids.clone();
+    let stats = service
+        .subscribe(Subscriber::new(
+            "jobs.charge",
+            move |ctx: Context, _job: EchoRequest| {
+                let log = log.clone();
+                async move {
+                    let id = ctx.messaging().and_then(|m| m.message_id.clone());
+                    let mut ids = log.lock().unwrap();
+                    ids.push(id);
+                    if ids.len() <= 2 {
+                        return Err(Status::unavailable("not yet"));
+                    }
+                    Ok(())
+                }
+            },
+        ))
+        .unwrap();
+    let running = service.start().await.unwrap();
+    service
+        .publisher::<EchoRequest>("jobs.charge")
+        .publish(&event("charge ada".into()))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "three deliveries", || {
+        stats.handled() == 1
+    })
+    .await;
+
+    // Acknowledged: the consumer holds nothing, and interest retention dropped the message.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stream = js.get_stream("EVENTS").await.unwrap();
+    let mut consumers: Vec<_> = stream
+        .consumers()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(consumers.len(), 1, "one durable consumer for the group");
+    let consumer = consumers.pop().unwrap();
+    assert!(
+        consumer.name.starts_with("billing_jobs_charge_"),
+        "{}",
+        consumer.name
+    );
+    let settled = Instant::now();
+    loop {
+        let info = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer.name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        if info.num_ack_pending == 0 && stream.info().await.unwrap().state.messages == 0 {
+            assert_eq!(info.num_pending, 0);
+            assert_eq!(info.delivered.stream_sequence, 1);
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(5),
+            "not settled: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Not delivered a fourth time, well past the redelivery delay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = ids.lock().unwrap().clone();
+    assert_eq!(
+        ids,
+        vec![Some("1".into()); 3],
+        "the same message (stream sequence 1), three times"
+    );
+    assert_eq!((stats.failed(), stats.handled()), (2, 1));
+    running.stop().await.unwrap();
+}
+
+/// A plain subscription to the dead-letter subject, registered with the server.
+async fn dead_letters(nats: &Nats) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = nats.client().await;
+    let subscription = client.subscribe("dead.events").await.unwrap();
+    client.flush().await.unwrap();
+    (client, subscription)
+}
+
+/// The next message on `subscription`, within 10 s.
+async fn next_dead_letter(subscription: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a dead letter within 10 s")
+        .expect("the subscription goes on")
+}
+
+fn header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str())
+}
+
+#[tokio::test]
+async fn jetstream_a_message_that_does_not_decode_lands_on_the_dead_letter_subject() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let (_client, mut dead) = dead_letters(&nats).await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let service = Service::builder("mailer")
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracing(false)
+        .build();
+    let count = handled.clone();
+    let stats = service
+        .subscribe(Subscriber::new(
+            "user.created",
+            move |_ctx: Context, _e: EchoRequest| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            },
+        ))
+        .unwrap();
+    let running = service.start().await.unwrap();
+    let mut headers = tonic::metadata::MetadataMap::new();
+    headers.insert("x-origin", "the-test".parse().unwrap());
+    broker
+        .publish(Message {
+            topic: "user.created".into(),
+            headers,
+            body: vec![0xff, 0xff, 0xff].into(),
+            id: None,
+        })
+        .await
+        .unwrap();
+
+    let letter = next_dead_letter(&mut dead).await;
+    assert_eq!(&letter.payload[..], [0xff, 0xff, 0xff]);
+    assert_eq!(
+        [
+            NatsBroker::DEAD_LETTER_SUBJECT,
+            NatsBroker::DEAD_LETTER_REASON,
+            NatsBroker::DEAD_LETTER_STREAM,
+            NatsBroker::DEAD_LETTER_SEQUENCE,
+            NatsBroker::DEAD_LETTER_DELIVERIES,
+            "x-origin",
+        ]
+        .map(|name| header(&letter, name)),
+        [
+            Some("user.created"),
+            Some("rejected"),
+            Some("EVENTS"),
+            Some("1"),
+            Some("1"),
+            Some("the-test"),
+        ]
+    );
+    assert_eq!(
+        (stats.undecodable(), handled.load(Ordering::SeqCst)),
+        (1, 0)
+    );
+    // Stored in the dead-letter stream; gone from the events stream (terminated).
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stored = js.get_stream("EVENTS_DEAD_LETTER").await.unwrap();
+    assert_eq!(stored.info().await.unwrap().state.messages, 1);
+    let mut events = js.get_stream("EVENTS").await.unwrap();
+    let terminated = Instant::now();
+    while events.info().await.unwrap().state.messages != 0 {
+        assert!(
+            terminated.elapsed() < Duration::from_secs(5),
+            "the original is terminated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn jetstream_a_message_failing_every_delivery_is_dead_lettered_after_max_deliver() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats
+        .jetstream(JetStreamConfig {
+            max_deliver: 3,
+            ..events()
+        })
+        .await;
+    let (_client, mut dead) = dead_letters(&nats).await;
+    let service = Service::builder("billing")
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracing(false)
+        .build();
+    let stats = service
+        .subscribe(Subscriber::new(
+            "jobs.charge",
+            |_ctx: Context, _job: EchoRequest| async { Err(Status::internal("always fails")) },
+        ))
+        .unwrap();
+    let running = service.start().await.unwrap();
+    service
+        .publisher::<EchoRequest>("jobs.charge")
+        .publish(&event("doomed".into()))
+        .await
+        .unwrap();
+    let letter = next_dead_letter(&mut dead).await;
+    assert_eq!(
+        EchoRequest::decode(letter.payload.clone()).unwrap().message,
+        "doomed"
+    );
+    assert_eq!(
+        header(&letter, NatsBroker::DEAD_LETTER_REASON),
+        Some("max-deliveries")
+    );
+    assert_eq!(
+        header(&letter, NatsBroker::DEAD_LETTER_DELIVERIES),
+        Some("3")
+    );
+    assert_eq!(stats.failed(), 3, "three deliveries, all failed");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn jetstream_publishing_outside_the_streams_subjects_is_refused_naming_the_stream() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let refused = broker
+        .publish(Message {
+            topic: "orders.created".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(BrokerError::Refused(m)) if m.contains("orders.created") && m.contains("EVENTS")),
+        "{refused:?}"
+    );
+    // A header NATS cannot carry is refused too, in both modes.
+    let mut headers = tonic::metadata::MetadataMap::new();
+    headers.insert(
+        "x-name",
+        tonic::metadata::MetadataValue::try_from(&b"caf\xe9"[..]).unwrap(),
+    );
+    for broker in [broker, nats.core().await] {
+        let refused = broker
+            .publish(Message {
+                topic: "user.created".into(),
+                headers: headers.clone(),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(&refused, Err(BrokerError::Refused(m)) if m.contains("x-name")),
+            "{refused:?}"
+        );
+    }
+    // Nothing listens: unavailable, naming the server.
+    let gone = NatsBroker::lazy("nats://127.0.0.1:1");
+    let unavailable = gone.publish(Message::default()).await;
+    assert!(
+        matches!(&unavailable, Err(BrokerError::Refused(_))),
+        "an empty subject is refused before connecting: {unavailable:?}"
+    );
+    let unavailable = gone
+        .publish(Message {
+            topic: "user.created".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(&unavailable, Err(BrokerError::Unavailable(m)) if m.contains("127.0.0.1:1")),
+        "{unavailable:?}"
+    );
+}
+
+#[tokio::test]
+async fn jetstream_subscriptions_without_a_group_each_get_every_message_and_count_deliveries() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let mut one = broker.subscribe("user.deleted", None).await.unwrap();
+    let mut two = broker.subscribe("user.deleted", None).await.unwrap();
+    broker
+        .publish(Message {
+            topic: "user.deleted".into(),
+            body: event("bob".into()).encode_to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = async |deliveries: &mut micro_otel::broker::Deliveries| {
+        tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .expect("a delivery within 10 s")
+            .expect("the subscription goes on")
+    };
+    for deliveries in [&mut one, &mut two] {
+        let first = next(deliveries).await;
+        assert_eq!(
+            (first.attempt, first.message.id.as_deref()),
+            (1, Some("1")),
+            "every subscription gets the message, stream sequence 1"
+        );
+        first
+            .settle
+            .expect("JetStream settles")
+            .nack()
+            .await
+            .unwrap();
+        let again = next(deliveries).await;
+        assert_eq!((again.attempt, again.message.id.as_deref()), (2, Some("1")));
+        again.settle.unwrap().ack().await.unwrap();
+    }
+    // Each had a consumer of its own, deleted with the subscription.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let consumers = async || stream.consumer_names().collect::<Vec<_>>().await.len();
+    assert_eq!(consumers().await, 2);
+    drop((one, two));
+    let dropped = Instant::now();
+    while consumers().await != 0 {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "consumers deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn core_deliveries_have_nothing_to_settle() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats.core().await;
+    let mut deliveries = broker.subscribe("user.deleted", None).await.unwrap();
+    broker
+        .publish(Message {
+            topic: "user.deleted".into(),
+            body: "raw".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            delivery.attempt,
+            delivery.message.id,
+            delivery.settle.is_none(),
+            &delivery.message.body[..]
+        ),
+        (1, None, true, &b"raw"[..]),
+        "at most once"
+    );
+}
+
+#[tokio::test]
+async fn jetstream_a_message_whose_last_delivery_goes_unsettled_is_dead_lettered_on_return() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats
+        .jetstream(JetStreamConfig {
+            max_deliver: 1,
+            ack_wait: Duration::from_secs(1),
+            ..events()
+        })
+        .await;
+    let (_client, mut dead) = dead_letters(&nats).await;
+    let mut deliveries = broker.subscribe("jobs.slow", Some("slow")).await.unwrap();
+    broker
+        .publish(Message {
+            topic: "jobs.slow".into(),
+            body: "work".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+        .await
+        .unwrap()
+        .unwrap();
+    // The instance "dies" holding it: never settled. After ack_wait JetStream sends it
+    // again, past max_deliver: it goes to the dead letters, not to the subscriber.
+    drop(delivery);
+    let letter = tokio::select! {
+        again = deliveries.next() => panic!("handed over again: {again:?}"),
+        letter = next_dead_letter(&mut dead) => letter,
+    };
+    assert_eq!(&letter.payload[..], b"work");
+    assert_eq!(
+        [
+            NatsBroker::DEAD_LETTER_REASON,
+            NatsBroker::DEAD_LETTER_DELIVERIES
+        ]
+        .map(|name| header(&letter, name)),
+        [Some("max-deliveries"), Some("1")]
+    );
+}
+
+/// One `worker` instance: a service whose handler records the messages it handles.
+async fn worker(
+    broker: &NatsBroker,
+    handled: &Arc<Mutex<HashMap<String, usize>>>,
+    count: &Arc<AtomicUsize>,
+) -> RunningService {
+    let service = Service::builder("worker")
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracing(false)
+        .build();
+    let (handled, count) = (handled.clone(), count.clone());
+    service
+        .subscribe(
+            Subscriber::new("jobs.work", move |_ctx: Context, job: EchoRequest| {
+                *handled.lock().unwrap().entry(job.message).or_default() += 1;
+                count.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            })
+            .concurrency(32),
+        )
+        .unwrap();
+    service.start().await.unwrap()
+}
+
+#[tokio::test]
+async fn jetstream_loses_none_of_10_000_messages_while_an_instance_is_replaced_mid_run() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    // Messages the stopped instance had fetched but not handled come back after ack_wait.
+    let broker = nats
+        .jetstream(JetStreamConfig {
+            ack_wait: Duration::from_secs(2),
+            batch: 50,
+            ..events()
+        })
+        .await;
+    const TOTAL: usize = 10_000;
+    let handled = Arc::new(Mutex::new(HashMap::new()));
+    let (first_count, second_count, third_count) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let first = worker(&broker, &handled, &first_count).await;
+    let second = worker(&broker, &handled, &second_count).await;
+
+    let started = Instant::now();
+    let publisher = publisher_service(&broker).publisher::<EchoRequest>("jobs.work");
+    let publishing = tokio::spawn(async move {
+        futures_util::stream::iter(0..TOTAL)
+            .map(|i| {
+                let publisher = publisher.clone();
+                async move { publisher.publish(&event(format!("job {i}"))).await }
+            })
+            .buffer_unordered(64)
+            .for_each(|published| async move { published.expect("published") })
+            .await;
+        started.elapsed()
+    });
+
+    let distinct = || handled.lock().unwrap().len();
+    wait_until(Duration::from_secs(30), "2 000 messages handled", || {
+        distinct() >= 2_000
+    })
+    .await;
+    second.stop().await.unwrap();
+    let stopped_at = distinct();
+    wait_until(
+        Duration::from_secs(30),
+        "1 000 more handled by the first",
+        || distinct() >= stopped_at + 1_000,
+    )
+    .await;
+    let third = worker(&broker, &handled, &third_count).await;
+    let published_in = publishing.await.unwrap();
+    wait_until(Duration::from_secs(60), "every message handled", || {
+        distinct() >= TOTAL
+    })
+    .await;
+    let processed_in = started.elapsed();
+    first.stop().await.unwrap();
+    third.stop().await.unwrap();
+
+    let handled = handled.lock().unwrap();
+    let twice = handled.values().filter(|&&n| n > 1).count();
+    let counts = [&first_count, &second_count, &third_count].map(|c| c.load(Ordering::SeqCst));
+    eprintln!(
+        "{TOTAL} messages: published in {published_in:?} ({:.0}/s), all handled in \
+         {processed_in:?} ({:.0}/s); per instance {counts:?}; {twice} handled more than once \
+         (at least once: redelivered after the stop)",
+        TOTAL as f64 / published_in.as_secs_f64(),
+        TOTAL as f64 / processed_in.as_secs_f64(),
+    );
+    assert_eq!(handled.len(), TOTAL, "none lost");
+    assert!((0..TOTAL).all(|i| handled.contains_key(&format!("job {i}"))));
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "every instance took a share: {counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_the_publisher_through_send_to_process_over_nats() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    for mode in ["core", "jetstream"] {
+        let broker = match mode {
+            "core" => nats.core().await,
+            _ => nats.jetstream(events()).await,
+        };
+        let (spans, seen) = (Spans::default(), Seen::default());
+        let consumer = subscribed("mailer", "mailer", "user.created", &broker, &spans, &seen).await;
+        let producer = Service::builder("users")
+            .registry(MemoryRegistry::new())
+            .broker(broker.clone())
+            .tracer_provider(spans.provider())
+            .build();
+        let publisher = producer.publisher::<EchoRequest>("user.created");
+        let root = spans.provider().tracer("test").start("CreateUser");
+        let root_cx = opentelemetry::Context::current_with_span(root);
+        {
+            let _attached = root_cx.clone().attach();
+            publisher.publish(&event("ada".into())).await.unwrap();
+        }
+        root_cx.span().end();
+        wait_until(Duration::from_secs(10), "the message", || {
+            !seen.lock().unwrap().is_empty()
+        })
+        .await;
+        let finished = spans.wait_for(3).await;
+        let root = span(&finished, "CreateUser", SpanKind::Internal);
+        let send = span(&finished, "send user.created", SpanKind::Producer);
+        let process = span(&finished, "process user.created", SpanKind::Consumer);
+        let trace = root.span_context.trace_id();
+        assert_eq!(send.span_context.trace_id(), trace, "{mode}");
+        assert_eq!(process.span_context.trace_id(), trace, "{mode}");
+        assert_eq!(send.parent_span_id, root.span_context.span_id(), "{mode}");
+        assert_eq!(
+            process.parent_span_id,
+            send.span_context.span_id(),
+            "{mode}"
+        );
+        assert_eq!(
+            process
+                .links
+                .iter()
+                .map(|l| l.span_context.span_id())
+                .collect::<Vec<_>>(),
+            [send.span_context.span_id()],
+            "{mode}"
+        );
+        let system = attr(process, "messaging.system").map(|v| v.to_string());
+        assert_eq!(system.as_deref(), Some("nats"), "{mode}");
+        let id = attr(process, "messaging.message.id").map(|v| v.to_string());
+        let expected_id = (mode == "jetstream").then(|| "1".to_owned());
+        assert_eq!(id, expected_id, "{mode}: the stream sequence, if any");
+        consumer.stop().await.unwrap();
+    }
+}
+
+/// A python with `nats-py`, in a virtualenv kept under the target folder; `None` (after
+/// the skip message, or failing in CI) without python3 or when pip cannot install it.
+fn nats_py() -> Option<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nats-py-venv");
+    let python = venv.join("bin").join("python");
+    let has_nats = |python: &PathBuf| {
+        Command::new(python)
+            .args(["-c", "import nats"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has_nats(&python) {
+        return Some(python);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        skip_outside_ci(&format!("python3 -m venv failed: {made:?}"));
+        return None;
+    }
+    let installed = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "nats-py"])
+        .output();
+    if !installed.as_ref().is_ok_and(|o| o.status.success()) || !has_nats(&python) {
+        skip_outside_ci(&format!("pip install nats-py failed: {installed:?}"));
+        return None;
+    }
+    Some(python)
+}
+
+/// Reads the nats-py subscriber's first message: it prints `ready` once subscribed, then
+/// the message as JSON.
+const PY_SUBSCRIBER: &str = r#"
+import asyncio, json, sys
+import nats
+
+async def main(url, subject):
+    nc = await nats.connect(url)
+    sub = await nc.subscribe(subject)
+    await nc.flush()
+    print("ready", flush=True)
+    msg = await sub.next_msg(timeout=20)
+    print(json.dumps({"subject": msg.subject, "headers": msg.headers or {}, "data": msg.data.hex()}), flush=True)
+    await nc.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+/// Publishes one message to a JetStream stream with a `traceparent`, waiting for its ack.
+const PY_PUBLISHER: &str = r#"
+import asyncio, sys
+import nats
+
+async def main(url, subject, data, traceparent):
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    ack = await js.publish(subject, bytes.fromhex(data), headers={"traceparent": traceparent})
+    print("stored", ack.stream, ack.seq, flush=True)
+    await nc.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"#;
+
+#[tokio::test]
+async fn a_message_we_publish_reaches_a_nats_py_subscriber_with_a_w3c_traceparent() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let Some(python) = nats_py() else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let mut reader = Command::new(&python)
+        .args(["-c", PY_SUBSCRIBER, &nats.url(), "user.created"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut lines = lines_of(reader.stdout.take().unwrap());
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.recv())
+            .await
+            .expect("python answers within 20 s")
+            .expect("a line")
+    };
+    assert_eq!(next_line().await, "ready");
+
+    let spans = Spans::default();
+    let producer = Service::builder("users")
+        .registry(MemoryRegistry::new())
+        .broker(broker.clone())
+        .tracer_provider(spans.provider())
+        .build();
+    let sent = event("ada".into());
+    producer
+        .publisher::<EchoRequest>("user.created")
+        .publish(&sent)
+        .await
+        .unwrap();
+    let read: serde_json::Value = serde_json::from_str(&next_line().await).unwrap();
+    let traceparent = read["headers"]["traceparent"]
+        .as_str()
+        .expect("a traceparent header");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    assert!(
+        parts.len() == 4
+            && parts[0] == "00"
+            && hex(parts[1], 32)
+            && hex(parts[2], 16)
+            && hex(parts[3], 2),
+        "W3C traceparent: {traceparent}"
+    );
+    let finished = spans.wait_for(1).await;
+    let send = span(&finished, "send user.created", SpanKind::Producer);
+    assert_eq!(parts[1], send.span_context.trace_id().to_string());
+    assert_eq!(parts[2], send.span_context.span_id().to_string());
+    assert_eq!(read["subject"], "user.created");
+    let body = read["data"].as_str().unwrap();
+    assert_eq!(
+        EchoRequest::decode(&*decode_hex(body)).unwrap(),
+        sent,
+        "the body is the encoded message"
+    );
+    assert!(reader.wait().unwrap().success());
+}
+
+/// The lines `output` prints, read on a thread of their own.
+fn lines_of(output: std::process::ChildStdout) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_nats_py_publishes_is_processed_under_its_traceparent() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let Some(python) = nats_py() else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let (spans, seen) = (Spans::default(), Seen::default());
+    let consumer = subscribed("mailer", "mailer", "user.created", &broker, &spans, &seen).await;
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let body: String = event("from python".into())
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut command = Command::new(&python);
+    command.args([
+        "-c",
+        PY_PUBLISHER,
+        &nats.url(),
+        "user.created",
+        &body,
+        &format!("00-{trace_id}-{parent_id}-01"),
+    ]);
+    let published = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python runs");
+    assert!(
+        published.status.success(),
+        "nats-py publishes: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    assert!(String::from_utf8_lossy(&published.stdout).starts_with("stored EVENTS"));
+    wait_until(Duration::from_secs(10), "the message", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [("mailer".to_owned(), "from python".to_owned())]
+    );
+    let finished = spans.wait_for(1).await;
+    let process = span(&finished, "process user.created", SpanKind::Consumer);
+    assert_eq!(process.span_context.trace_id().to_string(), trace_id);
+    assert_eq!(process.parent_span_id.to_string(), parent_id);
+    consumer.stop().await.unwrap();
+}
+
+/// Messages per second published and processed, core and JetStream, tracing on and off.
+/// Run with `cargo test -p micro-otel-tests --release --test nats -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check"]
+async fn throughput_core_and_jetstream_with_tracing_on_and_off() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    const N: usize = 20_000;
+    for (mode, broker) in [
+        ("core", nats.core().await),
+        ("jetstream", nats.jetstream(events()).await),
+    ] {
+        for tracing in [false, true] {
+            let topic = format!("jobs.bench.{mode}.{tracing}");
+            let count = Arc::new(AtomicUsize::new(0));
+            let spans = Spans::default();
+            let service = Service::builder("bench")
+                .registry(MemoryRegistry::new())
+                .broker(broker.clone())
+                .tracing(tracing)
+                .tracer_provider(spans.provider())
+                .build();
+            let counter = count.clone();
+            service
+                .subscribe(
+                    Subscriber::new(&topic, move |_ctx: Context, _e: EchoRequest| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        async { Ok(()) }
+                    })
+                    .concurrency(64),
+                )
+                .unwrap();
+            let running = service.start().await.unwrap();
+            let publisher = service.publisher::<EchoRequest>(&topic);
+            let started = Instant::now();
+            futures_util::stream::iter(0..N)
+                .map(|i| {
+                    let publisher = publisher.clone();
+                    async move { publisher.publish(&event(format!("job {i}"))).await }
+                })
+                .buffer_unordered(64)
+                .for_each(|published| async move { published.expect("published") })
+                .await;
+            let published = started.elapsed();
+            // Core NATS is at most once: a slow consumer may drop; wait for what arrives.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while count.load(Ordering::Relaxed) < N && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let processed = started.elapsed();
+            eprintln!(
+                "{mode:9} tracing {:3}: published {N} in {published:?} ({:.0}/s), processed {} in {processed:?} ({:.0}/s)",
+                if tracing { "on" } else { "off" },
+                N as f64 / published.as_secs_f64(),
+                count.load(Ordering::Relaxed),
+                count.load(Ordering::Relaxed) as f64 / processed.as_secs_f64(),
+            );
+            running.stop().await.unwrap();
+        }
+    }
+}
