@@ -13,9 +13,11 @@ use crate::discovery::{
     ConsistentHash, LeastRequests, MemoryRegistry, Random, Registry, RoundRobin, Selector, Weighted,
 };
 
-/// The registry backend: `memory` (default), `etcd` (with the `etcd` feature).
+/// The registry backend: `memory` (default), `etcd`, `dns`, `consul`, `mdns` (each with
+/// the feature of its name).
 pub const MICRO_REGISTRY: &str = "MICRO_REGISTRY";
-/// Where the registry is: comma-separated addresses (etcd: `http://127.0.0.1:2379`).
+/// Where the registry is: comma-separated addresses (etcd: `http://127.0.0.1:2379`; dns:
+/// name servers `ip[:port]`, the system's when empty; consul: one agent, `127.0.0.1:8500`).
 pub const MICRO_REGISTRY_ADDRESS: &str = "MICRO_REGISTRY_ADDRESS";
 /// The selection strategy: `random` (default), `round_robin`, `weighted`,
 /// `least_requests`, `consistent_hash`.
@@ -23,7 +25,8 @@ pub const MICRO_SELECTOR: &str = "MICRO_SELECTOR";
 
 /// The broker backend: `memory` (default), `nats`, `rabbitmq` (with their features).
 pub const MICRO_BROKER: &str = "MICRO_BROKER";
-/// Where the broker is: comma-separated addresses.
+/// Where the broker is (rabbitmq: an `amqp://user:password@host:port/vhost` URI, the
+/// default vhost being `%2f`).
 pub const MICRO_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
 
 /// Seconds a registration lives without a heartbeat (default 90).
@@ -80,31 +83,76 @@ pub fn selector(setting: &str, name: &str) -> Result<Arc<dyn Selector>, ConfigEr
 /// The registry `kind` at `addresses` (comma separated; the backend's default when empty).
 /// `memory` is the process-wide in-memory registry.
 pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, ConfigError> {
-    #[cfg(not(feature = "etcd"))]
+    #[cfg(not(any(feature = "etcd", feature = "dns", feature = "consul")))]
     let _ = addresses; // Only the backends behind features read it.
     match kind.trim().to_ascii_lowercase().as_str() {
         "memory" | "" => Ok(Arc::new(MemoryRegistry::global())),
         #[cfg(feature = "etcd")]
         "etcd" => {
-            let mut endpoints: Vec<&str> = addresses
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .collect();
+            let mut endpoints = list(addresses);
             if endpoints.is_empty() {
                 endpoints.push("http://127.0.0.1:2379");
             }
             Ok(Arc::new(crate::discovery::EtcdRegistry::lazy(&endpoints)))
         }
+        #[cfg(feature = "dns")]
+        "dns" => {
+            // SRV records (each names its node's port): from the environment alone, A
+            // records would need a port nothing gives. The system's name servers unless
+            // MICRO_REGISTRY_ADDRESS lists some (`ip[:port]`, port 53 by default).
+            let registry = crate::discovery::DnsRegistry::srv()
+                .name_servers(addresses)
+                .map_err(|crate::discovery::RegistryError::Unavailable(why)| {
+                    ConfigError::new(MICRO_REGISTRY_ADDRESS, addresses, why)
+                })?;
+            Ok(Arc::new(registry))
+        }
+        #[cfg(feature = "consul")]
+        "consul" => {
+            use crate::discovery::ConsulRegistry;
+            let registry = match list(addresses).as_slice() {
+                [] => ConsulRegistry::new(ConsulRegistry::DEFAULT_ADDRESS),
+                [agent] => ConsulRegistry::new(agent),
+                _ => {
+                    return Err(ConfigError::new(
+                        MICRO_REGISTRY_ADDRESS,
+                        addresses,
+                        "consul talks to one agent (usually the local one): give one address",
+                    ));
+                }
+            };
+            // The ACL token Consul's own CLI and Go client read.
+            Ok(Arc::new(match var("CONSUL_HTTP_TOKEN") {
+                Some(token) => registry.with_token(token.trim()),
+                None => registry,
+            }))
+        }
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(not_built(kind)),
-        "mdns" | "consul" | "dns" => Err(not_built(kind)),
+        #[cfg(not(feature = "dns"))]
+        "dns" => Err(not_built(kind)),
+        #[cfg(not(feature = "consul"))]
+        "consul" => Err(not_built(kind)),
+        "mdns" => Err(not_built(kind)),
         _ => Err(ConfigError::new(
             MICRO_REGISTRY,
             kind,
             "unknown registry; expected memory, etcd, mdns, consul or dns",
         )),
     }
+}
+
+/// The non-empty entries of a comma-separated list.
+#[cfg_attr(
+    not(any(feature = "etcd", feature = "consul", feature = "rabbitmq")),
+    allow(dead_code)
+)]
+fn list(addresses: &str) -> Vec<&str> {
+    addresses
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// The error for a registry kind this build lacks.
@@ -119,20 +167,37 @@ fn not_built(kind: &str) -> ConfigError {
 /// The broker `kind` at `addresses` (comma separated; the backend's default when empty).
 /// `memory` is the process-wide in-memory broker.
 pub fn broker(kind: &str, addresses: &str) -> Result<Arc<dyn Broker>, ConfigError> {
+    #[cfg(not(feature = "rabbitmq"))]
     let _ = addresses; // Only the backends behind features read it.
     match kind.trim().to_ascii_lowercase().as_str() {
         "memory" | "" => Ok(Arc::new(MemoryBroker::global())),
-        "nats" | "rabbitmq" => Err(ConfigError::new(
-            MICRO_BROKER,
-            kind,
-            format!("this build has no {kind} broker (enable micro-otel's `{kind}` feature)"),
-        )),
+        #[cfg(feature = "rabbitmq")]
+        "rabbitmq" => {
+            // One server: the first address (an amqp:// URI), else go-micro's default.
+            let uri = list(addresses)
+                .first()
+                .copied()
+                .unwrap_or("amqp://guest:guest@127.0.0.1:5672/%2f");
+            Ok(Arc::new(crate::broker::RabbitMqBroker::lazy(uri)))
+        }
+        #[cfg(not(feature = "rabbitmq"))]
+        "rabbitmq" => Err(not_built_broker(kind)),
+        "nats" => Err(not_built_broker(kind)),
         _ => Err(ConfigError::new(
             MICRO_BROKER,
             kind,
             "unknown broker; expected memory, nats or rabbitmq",
         )),
     }
+}
+
+/// The error for a broker kind this build lacks.
+fn not_built_broker(kind: &str) -> ConfigError {
+    ConfigError::new(
+        MICRO_BROKER,
+        kind,
+        format!("this build has no {kind} broker (enable micro-otel's `{kind}` feature)"),
+    )
 }
 
 /// The broker `MICRO_BROKER` (at `MICRO_BROKER_ADDRESS`) names, if it is set.
