@@ -286,10 +286,25 @@ mod tests {
     #[test]
     fn a_registry_kind_this_build_lacks_says_which_feature_brings_it() {
         assert!(registry("memory", "").is_ok());
-        let error = registry("consul", "127.0.0.1:8500")
-            .err()
-            .expect("not built");
-        assert!(error.to_string().contains("`consul` feature"), "{error}");
+        let kinds = [
+            ("etcd", cfg!(feature = "etcd")),
+            ("dns", cfg!(feature = "dns")),
+            ("consul", cfg!(feature = "consul")),
+            ("mdns", cfg!(feature = "mdns")),
+        ];
+        for (kind, built) in kinds {
+            let made = registry(kind, "");
+            match (built, made) {
+                (true, made) => assert!(made.is_ok(), "{kind} is built in"),
+                (false, Ok(_)) => panic!("{kind} is not built in"),
+                (false, Err(error)) => {
+                    assert!(
+                        error.to_string().contains(&format!("`{kind}` feature")),
+                        "{error}"
+                    )
+                }
+            }
+        }
         let error = registry("zookeeper", "").err().expect("unknown");
         assert!(
             error.to_string().contains("MICRO_REGISTRY=\"zookeeper\""),
