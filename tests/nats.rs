@@ -46,33 +46,55 @@ impl Nats {
             .expect("a free port")
             .port();
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
-        let child = Command::new("nats-server")
+        let child = Self::spawn(dir.path(), port);
+        let mut nats = Self { child, dir, port };
+        nats.wait_ready().await;
+        Some(nats)
+    }
+
+    /// Runs `nats-server` with JetStream on `port`, storing in (and logging to) `dir`.
+    fn spawn(dir: &std::path::Path, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("nats.log"))
+            .expect("log file");
+        Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path().join("store"))
+            .arg(dir.join("store"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
-            .expect("nats-server starts");
-        let mut nats = Self { child, dir, port };
+            .expect("nats-server starts")
+    }
+
+    /// Polls until JetStream's API answers.
+    async fn wait_ready(&mut self) {
         let started = Instant::now();
         loop {
-            // JetStream is up once its API answers.
-            if let Ok(client) = async_nats::connect(nats.url()).await
+            if let Ok(client) = async_nats::connect(self.url()).await
                 && client.request("$JS.API.INFO", "".into()).await.is_ok()
             {
                 eprintln!("nats-server ready in {:?}", started.elapsed());
-                return Some(nats);
+                return;
             }
-            let exited = nats.child.try_wait().ok().flatten();
+            let exited = self.child.try_wait().ok().flatten();
             assert!(
                 exited.is_none() && started.elapsed() < Duration::from_secs(20),
                 "nats-server did not come up (exit: {exited:?}); its log:\n{}",
-                nats.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Kills the server and starts it again on the same port and store.
+    async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path(), self.port);
+        self.wait_ready().await;
     }
 
     fn url(&self) -> String {
@@ -663,6 +685,43 @@ async fn jetstream_a_message_whose_last_delivery_goes_unsettled_is_dead_lettered
         .map(|name| header(&letter, name)),
         [Some("max-deliveries"), Some("1")]
     );
+}
+
+#[tokio::test]
+async fn jetstream_a_server_restart_loses_no_stored_message_and_subscriptions_go_on() {
+    let Some(mut nats) = Nats::start().await else {
+        return;
+    };
+    let broker = nats.jetstream(events()).await;
+    let handled = Arc::new(Mutex::new(HashMap::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let running = worker(&broker, &handled, &count).await;
+    let publisher = publisher_service(&broker).publisher::<EchoRequest>("jobs.work");
+    for i in 0..100 {
+        publisher.publish(&event(format!("job {i}"))).await.unwrap();
+    }
+    nats.restart().await;
+    // Publishing again once the client has reconnected (a publish meanwhile may fail).
+    let back = Instant::now();
+    for i in 100..200 {
+        while let Err(status) = publisher.publish(&event(format!("job {i}"))).await {
+            assert!(
+                back.elapsed() < Duration::from_secs(20),
+                "publishing after the restart: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let distinct = || handled.lock().unwrap().len();
+    wait_until(Duration::from_secs(30), "all 200 handled", || {
+        distinct() >= 200
+    })
+    .await;
+    eprintln!(
+        "200 handled {} times in all across the restart",
+        count.load(Ordering::SeqCst)
+    );
+    running.stop().await.unwrap();
 }
 
 /// One `worker` instance: a service whose handler records the messages it handles.
