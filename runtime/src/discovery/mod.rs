@@ -10,6 +10,8 @@ mod dns;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod filter;
+#[cfg(feature = "mdns")]
+mod mdns;
 mod memory;
 mod selector;
 mod strategy;
@@ -28,6 +30,8 @@ pub use dns::{DnsRegistry, SRV_PRIORITY};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;
 pub use filter::{ENDPOINTS, Filtered};
+#[cfg(feature = "mdns")]
+pub use mdns::MdnsRegistry;
 pub use memory::MemoryRegistry;
 pub use selector::{FnSelector, Outcome, Selector, selector_fn};
 pub use strategy::{ConsistentHash, LeastRequests, Random, RoundRobin, WEIGHT, Weighted};
