@@ -27,7 +27,19 @@ pub async fn run() -> anyhow::Result<String> {
         .version("1.0.0")
         .tracer_provider(telemetry.provider().clone())
         .build();
-    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))?;
+    let users =
+        Users::new(Arc::new(Store::new())).publishing(user::user_created_event_publisher(&service));
+    user::register_user_handler(&service, users)?;
+    // A subscriber in the same demo: one trace runs from CreateUser through the publish
+    // to this handler.
+    let welcomed = user::subscribe_user_created_event(
+        &service,
+        |ctx: micro_otel::Context, event: user::UserCreatedEvent| async move {
+            let _mail = ctx.span("send welcome mail");
+            tracing::info!("welcome, {}", event.name);
+            Ok(())
+        },
+    )?;
     let running = service.start().await?;
 
     let tracer = telemetry.provider().tracer("user-demo");
@@ -38,6 +50,11 @@ pub async fn run() -> anyhow::Result<String> {
         .with_context(cx.clone())
         .await;
     cx.span().end();
+    // The in-memory broker delivers at most once: let the three events be handled first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while welcomed.handled() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     running.stop().await?;
     calls?;
     telemetry.flush();

@@ -6,26 +6,39 @@ use futures_util::{StreamExt, stream};
 use micro_otel::{Context, ResponseStream, Status};
 use tokio::sync::broadcast::error::RecvError;
 
+use micro_otel::broker::Publisher;
+
 use crate::store::Store;
 use crate::user::{
     CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
-    ListUsersResponse, UserEvent, UserHandler, UserRecord, WatchUsersRequest, user_event,
+    ListUsersResponse, UserCreatedEvent, UserEvent, UserHandler, UserRecord, WatchUsersRequest,
+    user_event,
 };
 
 const DEFAULT_PAGE_SIZE: i32 = 10;
 const MAX_PAGE_SIZE: i32 = 100;
 const MAX_NAME_LEN: usize = 100;
 
-/// Serves `user.User` from a shared [`Store`].
+/// Serves `user.User` from a shared [`Store`], publishing `user.created` when asked to.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
     store: Arc<Store>,
+    created: Option<Publisher<UserCreatedEvent>>,
 }
 
 impl Users {
     /// A handler over `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            created: None,
+        }
+    }
+
+    /// Publishes a [`UserCreatedEvent`] with `publisher` for every user created.
+    pub fn publishing(mut self, publisher: Publisher<UserCreatedEvent>) -> Self {
+        self.created = Some(publisher);
+        self
     }
 }
 
@@ -40,8 +53,19 @@ impl UserHandler for Users {
             let _validate = tracing::info_span!("validate").entered();
             validate(&request)?;
         }
-        let _insert = ctx.span("Store.InsertUser");
-        let user = self.store.insert(request.name, request.email);
+        let user = {
+            let _insert = ctx.span("Store.InsertUser");
+            self.store.insert(request.name, request.email)
+        };
+        if let Some(created) = &self.created {
+            // A PRODUCER span under this server span; the subscribers' CONSUMER spans follow.
+            created
+                .publish(&UserCreatedEvent {
+                    user_id: user.id,
+                    name: user.name.clone(),
+                })
+                .await?;
+        }
         Ok(CreateUserResponse { user: Some(user) })
     }
 

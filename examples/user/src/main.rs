@@ -169,7 +169,10 @@ async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
         config = config.registry(registry);
     }
     let service = config.build();
-    user::register_user_handler(&service, Users::new(Arc::new(Store::new())))?;
+    // `user.created` goes to the broker MICRO_BROKER names (in-memory by default).
+    let users =
+        Users::new(Arc::new(Store::new())).publishing(user::user_created_event_publisher(&service));
+    user::register_user_handler(&service, users)?;
     eprintln!("serving user.User on {address}; Ctrl-C to stop");
     service
         .run()

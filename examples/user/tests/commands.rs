@@ -40,6 +40,27 @@ fn demo_prints_the_calls_and_a_connected_trace_tree() {
             .any(|l| l.starts_with("        Store.InsertUser [internal]")),
         "{out}"
     );
+    // CreateUser publishes user.created; the demo's subscriber handles it in the same trace.
+    let send = lines
+        .iter()
+        .position(|l| l.starts_with("        send user.created [producer]"))
+        .expect(&out);
+    assert!(
+        lines[send + 1].starts_with("          process user.created [consumer]"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("process user.created [consumer]").count(),
+        3,
+        "{out}"
+    );
+    // The watch stream the demo ends on purpose is no error.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("    user.User/WatchUsers [client]") && !l.contains("ERROR")),
+        "{out}"
+    );
 }
 
 fn free_port() -> u16 {
