@@ -17,7 +17,8 @@ use crate::discovery::{
 /// the feature of its name).
 pub const MICRO_REGISTRY: &str = "MICRO_REGISTRY";
 /// Where the registry is: comma-separated addresses (etcd: `http://127.0.0.1:2379`; dns:
-/// name servers `ip[:port]`, the system's when empty; consul: one agent, `127.0.0.1:8500`).
+/// name servers `ip[:port]`, the system's when empty; consul: one agent, `127.0.0.1:8500`;
+/// mdns: network interfaces by name or address, `eth0,192.168.1.10`, all when empty).
 pub const MICRO_REGISTRY_ADDRESS: &str = "MICRO_REGISTRY_ADDRESS";
 /// The selection strategy: `random` (default), `round_robin`, `weighted`,
 /// `least_requests`, `consistent_hash`.
@@ -83,7 +84,12 @@ pub fn selector(setting: &str, name: &str) -> Result<Arc<dyn Selector>, ConfigEr
 /// The registry `kind` at `addresses` (comma separated; the backend's default when empty).
 /// `memory` is the process-wide in-memory registry.
 pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, ConfigError> {
-    #[cfg(not(any(feature = "etcd", feature = "dns", feature = "consul")))]
+    #[cfg(not(any(
+        feature = "etcd",
+        feature = "dns",
+        feature = "consul",
+        feature = "mdns"
+    )))]
     let _ = addresses; // Only the backends behind features read it.
     match kind.trim().to_ascii_lowercase().as_str() {
         "memory" | "" => Ok(Arc::new(MemoryRegistry::global())),
@@ -127,12 +133,21 @@ pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, Config
                 None => registry,
             }))
         }
+        #[cfg(feature = "mdns")]
+        "mdns" => {
+            // No server: MICRO_REGISTRY_ADDRESS lists the network interfaces to run on, by
+            // name or address (`eth0,192.168.1.10`); every interface when empty.
+            Ok(Arc::new(crate::discovery::MdnsRegistry::on_interfaces(
+                list(addresses),
+            )))
+        }
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(not_built(kind)),
         #[cfg(not(feature = "dns"))]
         "dns" => Err(not_built(kind)),
         #[cfg(not(feature = "consul"))]
         "consul" => Err(not_built(kind)),
+        #[cfg(not(feature = "mdns"))]
         "mdns" => Err(not_built(kind)),
         _ => Err(ConfigError::new(
             MICRO_REGISTRY,
@@ -144,7 +159,12 @@ pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, Config
 
 /// The non-empty entries of a comma-separated list.
 #[cfg_attr(
-    not(any(feature = "etcd", feature = "consul", feature = "rabbitmq")),
+    not(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "mdns",
+        feature = "rabbitmq"
+    )),
     allow(dead_code)
 )]
 fn list(addresses: &str) -> Vec<&str> {
