@@ -24,9 +24,11 @@ pub const MICRO_REGISTRY_ADDRESS: &str = "MICRO_REGISTRY_ADDRESS";
 /// `least_requests`, `consistent_hash`.
 pub const MICRO_SELECTOR: &str = "MICRO_SELECTOR";
 
-/// The broker backend: `memory` (default), `nats`, `rabbitmq` (with their features).
+/// The broker backend: `memory` (default), `nats`, `nats-jetstream` (feature `nats`),
+/// `rabbitmq` (feature `rabbitmq`).
 pub const MICRO_BROKER: &str = "MICRO_BROKER";
-/// Where the broker is (rabbitmq: an `amqp://user:password@host:port/vhost` URI, the
+/// Where the broker is (nats: comma-separated `nats://host:port`, default
+/// `nats://127.0.0.1:4222`; rabbitmq: an `amqp://user:password@host:port/vhost` URI, the
 /// default vhost being `%2f`).
 pub const MICRO_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
 
@@ -176,6 +178,15 @@ fn list(addresses: &str) -> Vec<&str> {
 }
 
 /// The error for a registry kind this build lacks.
+#[cfg_attr(
+    all(
+        feature = "etcd",
+        feature = "dns",
+        feature = "consul",
+        feature = "mdns"
+    ),
+    allow(dead_code)
+)]
 fn not_built(kind: &str) -> ConfigError {
     ConfigError::new(
         MICRO_REGISTRY,
@@ -187,10 +198,21 @@ fn not_built(kind: &str) -> ConfigError {
 /// The broker `kind` at `addresses` (comma separated; the backend's default when empty).
 /// `memory` is the process-wide in-memory broker.
 pub fn broker(kind: &str, addresses: &str) -> Result<Arc<dyn Broker>, ConfigError> {
-    #[cfg(not(feature = "rabbitmq"))]
+    #[cfg(not(any(feature = "rabbitmq", feature = "nats")))]
     let _ = addresses; // Only the backends behind features read it.
     match kind.trim().to_ascii_lowercase().as_str() {
         "memory" | "" => Ok(Arc::new(MemoryBroker::global())),
+        // Core NATS (at most once), comma-separated `nats://host:port`, connected on first use.
+        #[cfg(feature = "nats")]
+        "nats" => Ok(Arc::new(crate::broker::NatsBroker::lazy(addresses))),
+        // JetStream (at least once) with the default stream `MICRO` over `micro.>` topics.
+        #[cfg(feature = "nats")]
+        "nats-jetstream" | "jetstream" => Ok(Arc::new(
+            crate::broker::NatsBroker::lazy(addresses)
+                .jetstream(crate::broker::JetStreamConfig::default()),
+        )),
+        #[cfg(not(feature = "nats"))]
+        "nats" | "nats-jetstream" | "jetstream" => Err(not_built_broker("nats")),
         #[cfg(feature = "rabbitmq")]
         "rabbitmq" => {
             // One server: the first address (an amqp:// URI), else go-micro's default.
@@ -202,16 +224,16 @@ pub fn broker(kind: &str, addresses: &str) -> Result<Arc<dyn Broker>, ConfigErro
         }
         #[cfg(not(feature = "rabbitmq"))]
         "rabbitmq" => Err(not_built_broker(kind)),
-        "nats" => Err(not_built_broker(kind)),
         _ => Err(ConfigError::new(
             MICRO_BROKER,
             kind,
-            "unknown broker; expected memory, nats or rabbitmq",
+            "unknown broker; expected memory, nats, nats-jetstream or rabbitmq",
         )),
     }
 }
 
 /// The error for a broker kind this build lacks.
+#[cfg_attr(all(feature = "nats", feature = "rabbitmq"), allow(dead_code))]
 fn not_built_broker(kind: &str) -> ConfigError {
     ConfigError::new(
         MICRO_BROKER,
