@@ -245,3 +245,56 @@ async fn failures_are_counted_and_stop_finishes_messages_in_flight() {
     ));
     assert!(late.is_err(), "no subscriber after start");
 }
+
+/// Messages per second through the in-memory broker, published and processed, tracing on
+/// and off: `cargo test --release -p micro-otel-tests --test pubsub -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn throughput_in_memory_with_tracing_on_and_off() {
+    for tracing in [false, true] {
+        let (broker, spans) = (MemoryBroker::new(), Spans::default());
+        let config = |name| {
+            let config = Service::builder(name).broker(broker.clone());
+            if tracing {
+                config.tracer_provider(spans.provider())
+            } else {
+                config.tracing(false)
+            }
+        };
+        let consumer = config("consumer").build();
+        let stats = consumer
+            .subscribe(
+                Subscriber::new("load", |_ctx: Context, _e: EchoRequest| async { Ok(()) })
+                    .concurrency(64),
+            )
+            .unwrap();
+        let running = consumer.start().await.unwrap();
+        let publisher = config("producer").build().publisher::<EchoRequest>("load");
+        let n = 20_000u64;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let publisher = publisher.clone();
+                tokio::spawn(async move {
+                    for _ in 0..n / 64 {
+                        publisher.publish(&event("x".into())).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let published = started.elapsed();
+        let sent = (n / 64) * 64;
+        wait_until("every message", || stats.handled() >= sent).await;
+        let processed = started.elapsed();
+        println!(
+            "in-memory, tracing {}: {:.0} published/s, {:.0} processed/s",
+            if tracing { "on" } else { "off" },
+            sent as f64 / published.as_secs_f64(),
+            sent as f64 / processed.as_secs_f64()
+        );
+        running.stop().await.unwrap();
+    }
+}
