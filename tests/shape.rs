@@ -645,7 +645,7 @@ async fn publish_and_process_operations_get_producer_and_consumer_spans() {
 }
 
 #[tokio::test]
-async fn adding_a_handler_after_start_or_twice_is_an_error() {
+async fn adding_a_handler_after_start_or_twice_or_starting_twice_is_an_error() {
     let (registry, spans) = (MemoryRegistry::new(), Spans::default());
     let service = service("echo", &registry, &spans).build();
     echo::register_echo_handler(&service, Echo::default()).unwrap();
@@ -659,6 +659,11 @@ async fn adding_a_handler_after_start_or_twice_is_an_error() {
     let running = service.start().await.unwrap();
     let late = echo::register_echo_handler(&service, Echo::default()).unwrap_err();
     assert!(late.to_string().contains("already started"), "{late}");
+    let again = service.start().await.unwrap_err();
+    assert!(
+        again.to_string().contains("already started"),
+        "a service starts once: {again}"
+    );
     running.stop().await.unwrap();
 }
 

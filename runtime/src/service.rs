@@ -191,7 +191,9 @@ impl Service {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .unwrap_or_default();
+            .ok_or_else(|| Error::AlreadyStarted {
+                service: inner.name.clone(),
+            })?;
         let server = RunningServer::start(
             &inner.address,
             router,
