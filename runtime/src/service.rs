@@ -36,11 +36,13 @@ pub enum Error {
     /// Waiting for a shutdown signal failed.
     #[error("listening for shutdown signals: {0}")]
     Signal(std::io::Error),
-    /// A handler or subscriber was added after the service started: it would never run.
-    #[error("cannot add {service}: the service has already started")]
+    /// A handler or subscriber added after the service started (it would never run), or a
+    /// second start.
+    #[error("{what}: the service has already started")]
     AlreadyStarted {
-        /// The proto service of the handler, or the topic of the subscriber.
-        service: String,
+        /// What came too late: a handler of a proto service, a subscriber of a topic, a
+        /// start.
+        what: String,
     },
     /// Subscribing to a topic failed.
     #[error(transparent)]
@@ -137,7 +139,7 @@ impl Service {
         let mut router = self.inner.router.lock().unwrap_or_else(|e| e.into_inner());
         let Some(router) = router.as_mut() else {
             return Err(Error::AlreadyStarted {
-                service: service.to_owned(),
+                what: format!("a handler of {service}"),
             });
         };
         router
@@ -166,7 +168,7 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner());
         let Some(subscribers) = subscribers.as_mut() else {
             return Err(Error::AlreadyStarted {
-                service: format!("a subscriber of {}", subscriber.topic()),
+                what: format!("a subscriber of {}", subscriber.topic()),
             });
         };
         let stats = subscriber.stats();
@@ -192,7 +194,7 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| Error::AlreadyStarted {
-                service: inner.name.clone(),
+                what: format!("starting {} again", inner.name),
             })?;
         let server = RunningServer::start(
             &inner.address,
