@@ -75,7 +75,7 @@ pub const SRV_PRIORITY: &str = "priority";
 /// // The same service through the SRV records of its port named `grpc`.
 /// let by_srv = DnsRegistry::srv().map_name(|service| format!("_grpc._tcp.{service}"));
 /// // Asking a given name server rather than the system's.
-/// let local = DnsRegistry::a_records(8080).name_server("127.0.0.1:5353".parse().unwrap());
+/// let local = DnsRegistry::a_records(8080).name_server(([127, 0, 0, 1], 5353).into());
 /// # let _ = (by_address, by_srv, local);
 /// ```
 #[derive(Clone)]
