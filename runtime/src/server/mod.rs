@@ -153,9 +153,14 @@ async fn accept(
                     let io = TokioIo::new(stream);
                     let connection: BoxFuture<Result<(), hyper::Error>> = match &layer {
                         None => {
+                            // Routing happens in the request's own task, as with tonic's
+                            // server: the connection task only reads and writes frames.
                             let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                                let response = router.serve(req.map(HttpBody::new), &info);
-                                async move { Ok::<_, Infallible>(response.await) }
+                                let (router, info) = (router.clone(), info.clone());
+                                async move {
+                                    let response = router.serve(req.map(HttpBody::new), &info);
+                                    Ok::<_, Infallible>(response.await)
+                                }
                             });
                             Box::pin(graceful.watch(http2.serve_connection(io, service)))
                         }

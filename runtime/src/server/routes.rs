@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use futures_util::{FutureExt as _, TryFutureExt as _};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use tonic::body::Body as HttpBody;
@@ -247,14 +248,15 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
     fn bind<I, O, F, Fut>(mut self, method: &'static Method, f: F) -> Self
     where
         I: Input,
-        O: Output,
+        O: Output + 'static,
         F: Fn(Arc<H>, Context, I::Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O::Value, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
         let handler: Arc<dyn Terminal> = Arc::new(Handler(move |ctx, payload| {
-            let answer = f(handler.clone(), ctx, I::input(payload)?);
-            Ok(async move { answer.await.map(O::output) })
+            // Combinators, not `async` blocks: each block would store the handler's future
+            // twice (as a capture and as the awaited value), and it is allocated per call.
+            Ok(f(handler.clone(), ctx, I::input(payload)?).map_ok(O::output))
         }));
         let route = Route {
             method,
@@ -399,8 +401,7 @@ where
             Ok(fut) => fut,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
-        let answer = async move {
-            let answer = fut.await;
+        let answer = fut.map(move |answer| {
             let metadata =
                 std::mem::take(&mut *reply_metadata.lock().unwrap_or_else(|e| e.into_inner()));
             match answer {
@@ -417,7 +418,7 @@ where
                     Err(status)
                 }
             }
-        };
+        });
         match (deadline, task_cx) {
             (Some(deadline), Some(cx)) => {
                 Box::pin(deadline::bound(deadline, answer).with_context(cx))
