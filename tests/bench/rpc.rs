@@ -122,8 +122,13 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
         .into_iter()
         .filter(|v| v.name == "tonic" || settings.only.is_none_or(|only| v.name.contains(only)))
         .collect();
+    // Only the traced variants need exporters: idle ones would still share the client's CPU.
+    let traced = variants
+        .iter()
+        .any(|v| matches!(v.client, ClientKind::Direct(Some(_))));
     let telemetry = [0.1, 1.0]
         .into_iter()
+        .filter(|_| traced)
         .map(|ratio| {
             Telemetry::builder("bench-client")
                 .otlp(otlp.clone())
