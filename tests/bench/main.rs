@@ -1,21 +1,23 @@
 //! The micro-otel benchmarks.
 //!
 //! ```sh
-//! cargo run --release -p micro-otel-tests --bin bench              # RPC + codegen, full
+//! cargo run --release -p micro-otel-tests --bin bench              # RPC, h2load, codegen: full
 //! cargo run --release -p micro-otel-tests --bin bench -- --quick   # smoke run, under a minute
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc       # only the RPC benchmark
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc --only 10%   # tonic + one variant
+//! cargo run --release -p micro-otel-tests --bin bench -- h2load    # servers under h2load
 //! valgrind --tool=callgrind target/release/bench profile off 2000          # instructions per call
 //! target/release/bench drive micro tonic 10    # one client kind against one server kind
 //! ```
 //!
-//! Prints tables and writes `target/bench/rpc.json` and `target/bench/codegen.json`.
+//! Prints tables and writes `target/bench/rpc.json`, `h2load.json` and `codegen.json`.
 
 mod alloc;
 mod baseline;
 mod child;
 mod codegen;
 mod drive;
+mod h2load;
 mod load;
 mod profile;
 mod rpc;
@@ -79,6 +81,24 @@ fn main() -> anyhow::Result<()> {
             serde_json::to_string_pretty(&rpc::json(&rows, settings))?,
         )?;
     }
+    if matches!(which, "all" | "h2load") {
+        let settings = h2load::Settings {
+            rounds: if quick { 1 } else { 5 },
+            requests: if quick { 30_000 } else { 200_000 },
+        };
+        match h2load::run(settings, &out_dir)? {
+            Some(rows) => {
+                println!("{}", h2load::table(&rows, settings));
+                std::fs::write(
+                    out_dir.join("h2load.json"),
+                    serde_json::to_string_pretty(&h2load::json(&rows, settings))?,
+                )?;
+            }
+            None => println!(
+                "Server benchmark skipped: h2load is not installed (Debian: nghttp2-client)\n"
+            ),
+        }
+    }
     if matches!(which, "all" | "codegen") {
         let report = codegen::run(quick, &out_dir)?;
         println!("{}", report.table());
@@ -87,8 +107,8 @@ fn main() -> anyhow::Result<()> {
             serde_json::to_string_pretty(&report.json())?,
         )?;
     }
-    if !matches!(which, "all" | "rpc" | "codegen") {
-        anyhow::bail!("unknown benchmark {which:?}; expected rpc, codegen or all");
+    if !matches!(which, "all" | "rpc" | "h2load" | "codegen") {
+        anyhow::bail!("unknown benchmark {which:?}; expected rpc, h2load, codegen or all");
     }
     Ok(())
 }
