@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
@@ -52,14 +53,14 @@ pub(crate) fn to_metadata(deadline: Instant, metadata: &mut MetadataMap) {
 
 /// Runs `fut`, answering DEADLINE_EXCEEDED (and dropping, so cancelling, `fut`) once
 /// `deadline` passes.
-pub(crate) async fn bound<T>(
+pub(crate) fn bound<T>(
     deadline: Instant,
     fut: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    match tokio::time::timeout_at(deadline.into(), fut).await {
-        Ok(result) => result,
-        Err(_) => Err(Status::deadline_exceeded("deadline exceeded")),
-    }
+) -> impl Future<Output = Result<T, Status>> {
+    // A combinator, not an `async fn`: that would hold `fut` twice (argument and awaitee).
+    tokio::time::timeout_at(deadline.into(), fut).map(|result| {
+        result.unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded")))
+    })
 }
 
 #[cfg(test)]
