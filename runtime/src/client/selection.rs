@@ -172,15 +172,15 @@ impl Selection {
     /// Picks the node the call goes to (unless it is direct or already has one), sends it
     /// with `send`, tells the selector how it went, and retries on another node when the
     /// policy allows.
-    pub(crate) async fn run<Fut>(
+    pub(crate) fn run<Fut>(
         &self,
         call: Call,
         send: impl Fn(Call) -> Fut,
-    ) -> Result<Reply, Status>
+    ) -> impl Future<Output = Result<Reply, Status>>
     where
         Fut: Future<Output = Result<Reply, Status>>,
     {
-        self.0.run(call, send).await
+        self.0.run(call, send)
     }
 
     /// The transport behind the selection.

@@ -62,10 +62,13 @@ impl Transport {
 
 impl Transport {
     /// Sends a unary call in the caller's own future, unboxed.
-    pub(crate) async fn unary(&self, call: Call) -> Result<Reply, Status> {
-        match self.prepare(call)? {
-            (send, Payload::Message(m)) if !send.server_streams => send.unary(m).await,
-            (_, _) => Err(Status::internal("not a unary call")),
+    pub(crate) fn unary(&self, call: Call) -> impl Future<Output = Result<Reply, Status>> {
+        match self.prepare(call) {
+            Ok((send, Payload::Message(m))) if !send.server_streams => Either::Left(send.unary(m)),
+            Ok(_) => Either::Right(std::future::ready(Err(Status::internal(
+                "not a unary call",
+            )))),
+            Err(status) => Either::Right(std::future::ready(Err(status))),
         }
     }
 }
