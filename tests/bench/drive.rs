@@ -1,6 +1,6 @@
 //! `bench drive CLIENT SERVER SECONDS`: one client kind (`tonic` or `micro`, tracing off)
 //! against one server kind in a child process, GetUser with 64 calls in flight, printing
-//! QPS and each side's CPU per 10k calls. Mixing kinds tells whose side a cost is on, and
+//! QPS, latency percentiles and each side's CPU per 10k calls. Mixing kinds tells whose side a cost is on, and
 //! `perf record` on this process profiles one client alone. `BENCH_CONCURRENCY` sets the
 //! calls in flight (default 64).
 
@@ -46,9 +46,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             after.cpu.saturating_sub(before.cpu).as_secs_f64() * 10_000.0
                 / round.calls.max(1) as f64
         };
+        let mut latencies = round.latencies_us.clone();
+        latencies.sort_unstable();
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
         println!(
-            "{client} client -> {server} server: {:.0} calls/s, client CPU {:.3} s/10k, server CPU {:.3} s/10k, {} errors",
+            "{client} client -> {server} server: {:.0} calls/s, p50 {}us, p99 {}us, client CPU {:.3} s/10k, server CPU {:.3} s/10k, {} errors",
             round.calls as f64 / round.elapsed.as_secs_f64(),
+            percentile(0.5),
+            percentile(0.99),
             per_10k(&client_before, &client_after),
             per_10k(&server_before, &server_after),
             round.errors,
