@@ -485,7 +485,8 @@ impl ServiceConfig {
 
     /// Puts a tower layer in front of the server, per HTTP/2 request (e.g.
     /// `tower::limit::ConcurrencyLimitLayer`, or a tower-http layer). Layers added later are
-    /// outermost. A layer's error is answered as a gRPC status.
+    /// outermost. A layer's state is shared by all connections, as with tonic's
+    /// `Server::layer`. A layer's error is answered as a gRPC status.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: tower::Layer<BoxHttpService> + Send + Sync + 'static,

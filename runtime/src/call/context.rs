@@ -88,8 +88,7 @@ pub struct Context {
     metadata: MetadataMap,
     deadline: Option<Instant>,
     remote_addr: Option<SocketAddr>,
-    server_address: Option<NetAddress>,
-    client_address: Option<NetAddress>,
+    local_addr: Option<SocketAddr>,
     target: Option<Target>,
     node: Option<Arc<Node>>,
     routing_key: Option<RoutingKey>,
@@ -114,8 +113,7 @@ impl Context {
             metadata,
             deadline: None,
             remote_addr: None,
-            server_address: None,
-            client_address: None,
+            local_addr: None,
             target: None,
             node: None,
             routing_key: None,
@@ -179,29 +177,29 @@ impl Context {
         self.remote_addr
     }
 
-    pub(crate) fn set_remote_addr(&mut self, addr: Option<SocketAddr>) {
-        self.remote_addr = addr;
+    /// The local address the request arrived on (server side).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Sets the peer's and the local address of a request being served.
+    pub(crate) fn set_addrs(&mut self, remote: Option<SocketAddr>, local: Option<SocketAddr>) {
+        self.remote_addr = remote;
+        self.local_addr = local;
     }
 
     /// The server side of the call: the service or host called (client), the local
     /// listening address (server).
-    pub fn server_address(&self) -> Option<&NetAddress> {
-        self.server_address
-            .as_ref()
-            .or_else(|| self.target.as_ref().map(Target::address))
-    }
-
-    pub(crate) fn set_server_address(&mut self, addr: Option<NetAddress>) {
-        self.server_address = addr;
+    pub fn server_address(&self) -> Option<NetAddress> {
+        match self.local_addr {
+            Some(local) => Some(NetAddress::from_socket(local)),
+            None => self.target.as_ref().map(|t| t.address().clone()),
+        }
     }
 
     /// The calling side, on the server: the peer's address.
-    pub fn client_address(&self) -> Option<&NetAddress> {
-        self.client_address.as_ref()
-    }
-
-    pub(crate) fn set_client_address(&mut self, addr: Option<NetAddress>) {
-        self.client_address = addr;
+    pub fn client_address(&self) -> Option<NetAddress> {
+        self.remote_addr.map(NetAddress::from_socket)
     }
 
     /// What a client call is addressed to: a registry name or a direct address.

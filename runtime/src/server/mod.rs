@@ -1,5 +1,5 @@
-//! The gRPC server: an HTTP/2 listener (hyper) routing requests to [`Routes`] by service
-//! name, through the service's tower layers if it has any, with graceful shutdown.
+//! The gRPC server: tonic's HTTP/2 server routing requests to [`Routes`] by service name,
+//! through the service's tower layers if it has any, with graceful shutdown.
 
 mod routes;
 
@@ -7,25 +7,22 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tonic::body::Body as HttpBody;
+use tonic::transport::server::TcpIncoming;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 pub use routes::{Routes, RoutesBuilder};
 pub use tonic::server::NamedService;
 
-pub(crate) use routes::ConnInfo;
-
-use crate::call::{BoxFuture, NetAddress};
+use crate::call::BoxFuture;
 
 /// The server as its tower layers see it: one HTTP/2 request in, one response out.
 pub type BoxHttpService =
@@ -73,14 +70,10 @@ impl Router {
         }
     }
 
-    fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        conn: &Arc<ConnInfo>,
-    ) -> BoxFuture<http::Response<HttpBody>> {
+    fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
         let service = req.uri().path().split('/').nth(1).unwrap_or_default();
         match self.services.get(service) {
-            Some(routes) => routes.serve_on(req, Some(conn.clone())),
+            Some(routes) => routes.serve(req),
             None => {
                 let status = Status::unimplemented(format!("unknown service {service:?}"));
                 Box::pin(async move { status.into_http() })
@@ -89,15 +82,64 @@ impl Router {
     }
 }
 
+/// The router as the tower service tonic's server calls per request.
+#[derive(Clone)]
+struct Serve(Arc<Router>);
+
+impl Service<http::Request<HttpBody>> for Serve {
+    type Response = http::Response<HttpBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
+        let response = self.0.serve(req);
+        Box::pin(async move { Ok(response.await) })
+    }
+}
+
+/// The service behind the server's tower layers: a layer's error (in readiness or in the
+/// call) is answered as a gRPC status.
+#[derive(Clone)]
+struct Answered(BoxHttpService);
+
+impl Service<http::Request<HttpBody>> for Answered {
+    type Response = http::Response<HttpBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
+        let answer = self.0.clone().oneshot(req);
+        Box::pin(async move {
+            Ok(answer
+                .await
+                .unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()))
+        })
+    }
+}
+
 /// A server accepting connections until stopped.
 pub(crate) struct RunningServer {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    grace: Duration,
 }
 
 impl RunningServer {
     /// Binds `address` and serves `router` on it.
+    ///
+    /// Connections are served by tonic's server, as a tonic service would be: with its
+    /// HTTP/2 settings, its connection handling, and its per-request extensions (the peer's
+    /// address among them). A layer's state (a concurrency limit's permits, say) is shared
+    /// by all connections, as with tonic's `Server::layer`.
     pub(crate) async fn start(
         address: &str,
         router: Router,
@@ -106,12 +148,32 @@ impl RunningServer {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let local_addr = listener.local_addr()?;
-        let (shutdown, signal) = watch::channel(false);
-        let task = tokio::spawn(accept(listener, Arc::new(router), layer, signal, grace));
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (shutdown, mut signal) = watch::channel(false);
+        let stopped = async move {
+            let _ = signal.changed().await;
+        };
+        let serve = Serve(Arc::new(router));
+        // hyper's own default, which tonic's server leaves unlimited.
+        let server = tonic::transport::Server::builder().max_concurrent_streams(200);
+        let task = match layer {
+            None => tokio::spawn(report(
+                server.serve_with_incoming_shutdown(serve, incoming, stopped),
+            )),
+            Some(layer) => {
+                let layered = layer(BoxCloneSyncService::new(serve.map_err(BoxError::from)));
+                tokio::spawn(report(server.serve_with_incoming_shutdown(
+                    Answered(layered),
+                    incoming,
+                    stopped,
+                )))
+            }
+        };
         Ok(Self {
             local_addr,
             shutdown,
             task,
+            grace,
         })
     }
 
@@ -123,83 +185,17 @@ impl RunningServer {
     /// Stops accepting, lets in-flight calls finish (up to the grace period), then returns.
     pub(crate) async fn stop(self) {
         let _ = self.shutdown.send(true);
-        if let Err(e) = self.task.await {
-            tracing::warn!(error = %e, "server task failed");
+        let mut task = self.task;
+        if tokio::time::timeout(self.grace, &mut task).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "in-flight calls did not finish within the grace period");
+            task.abort();
         }
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    router: Arc<Router>,
-    layer: Option<ServerLayer>,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    let local = listener.local_addr().map(NetAddress::from_socket).ok();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let info = Arc::new(ConnInfo {
-                        peer,
-                        local: local.clone(),
-                        client: NetAddress::from_socket(peer),
-                    });
-                    let router = router.clone();
-                    let io = TokioIo::new(stream);
-                    let connection: BoxFuture<Result<(), hyper::Error>> = match &layer {
-                        None => {
-                            // Routing happens in the request's own task, as with tonic's
-                            // server: the connection task only reads and writes frames.
-                            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                                let (router, info) = (router.clone(), info.clone());
-                                async move {
-                                    let response = router.serve(req.map(HttpBody::new), &info);
-                                    Ok::<_, Infallible>(response.await)
-                                }
-                            });
-                            Box::pin(graceful.watch(http2.serve_connection(io, service)))
-                        }
-                        Some(layer) => {
-                            let inner = tower::service_fn(move |req: http::Request<HttpBody>| {
-                                let response = router.serve(req, &info);
-                                async move { Ok::<_, BoxError>(response.await) }
-                            });
-                            let layered = layer(BoxCloneSyncService::new(inner));
-                            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                                let answer = layered.clone().oneshot(req.map(HttpBody::new));
-                                async move {
-                                    Ok::<_, Infallible>(answer.await.unwrap_or_else(|e| {
-                                        crate::wrapper::status_of(e).into_http()
-                                    }))
-                                }
-                            });
-                            Box::pin(graceful.watch(http2.serve_connection(io, service)))
-                        }
-                    };
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
-        }
+/// Logs how serving ended, if it failed.
+async fn report(serving: impl std::future::Future<Output = Result<(), tonic::transport::Error>>) {
+    if let Err(e) = serving.await {
+        tracing::warn!(error = %e, "server failed");
     }
 }

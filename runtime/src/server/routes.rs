@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -16,23 +15,16 @@ use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use tonic::body::Body as HttpBody;
 use tonic::server::Grpc;
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Extensions, Status};
 use tower::service_fn;
 
 use crate::call::{
     AnyMessage, BoxFuture, Call, Context, Decode, ErasedCodec, MessageStream, Method, MethodKind,
-    NetAddress, Payload, Reply, deadline, decode,
+    Payload, Reply, deadline, decode,
 };
 use crate::stream::{ResponseStream, Streaming};
 use crate::wrapper::{Chain, Terminal, Wrappers};
-
-/// What the server knows about a connection, handed to every request on it.
-#[derive(Debug)]
-pub(crate) struct ConnInfo {
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: Option<NetAddress>,
-    pub(crate) client: NetAddress,
-}
 
 /// A proto service's methods bound to a handler: a tower service answering gRPC requests.
 ///
@@ -109,17 +101,8 @@ impl Routes {
 
     /// Answers one HTTP/2 gRPC request.
     pub fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
-        self.serve_on(req, None)
-    }
-
-    /// Answers one request that arrived on a connection of our own server.
-    pub(crate) fn serve_on(
-        &self,
-        req: http::Request<HttpBody>,
-        conn: Option<Arc<ConnInfo>>,
-    ) -> BoxFuture<http::Response<HttpBody>> {
         match self.inner.methods.get(req.uri().path()) {
-            Some(route) => Box::pin(dispatch(route.clone(), conn, req)),
+            Some(route) => Box::pin(dispatch(route.clone(), req)),
             None => {
                 let status = Status::unimplemented(format!(
                     "method {} is not implemented by this server",
@@ -133,15 +116,11 @@ impl Routes {
 
 /// Decodes the request as the method's kind says, runs the route's chain, and encodes its
 /// reply: the one dispatch for every RPC kind.
-async fn dispatch(
-    route: Route,
-    conn: Option<Arc<ConnInfo>>,
-    req: http::Request<HttpBody>,
-) -> http::Response<HttpBody> {
+async fn dispatch(route: Route, req: http::Request<HttpBody>) -> http::Response<HttpBody> {
     let mut grpc = Grpc::new(ErasedCodec(route.decode));
-    let one = |r: tonic::Request<AnyMessage>| route.call(r, Payload::Message, conn.clone());
+    let one = |r: tonic::Request<AnyMessage>| route.call(r, Payload::Message);
     let many = |r: tonic::Request<tonic::Streaming<AnyMessage>>| {
-        route.call(r, |s| Payload::Stream(Box::pin(s)), conn.clone())
+        route.call(r, |s| Payload::Stream(Box::pin(s)))
     };
     match route.method.kind {
         MethodKind::Unary => {
@@ -191,21 +170,19 @@ async fn reply_stream(
 }
 
 impl Route {
-    /// Builds the [`Context`] from the incoming request and runs the chain.
+    /// Builds the [`Context`] from the incoming request (with the connection's addresses,
+    /// when a tonic server put them there) and runs the chain.
     fn call<T>(
         &self,
         request: tonic::Request<T>,
         payload: impl FnOnce(T) -> Payload,
-        conn: Option<Arc<ConnInfo>>,
     ) -> BoxFuture<Result<Reply, Status>> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
         let deadline = deadline::from_metadata(&metadata);
         let mut ctx = Context::new(self.method, metadata);
         ctx.set_deadline(deadline);
-        if let Some(conn) = &conn {
-            ctx.set_remote_addr(Some(conn.peer));
-            ctx.set_server_address(conn.local.clone());
-            ctx.set_client_address(Some(conn.client.clone()));
+        if let Some(conn) = extensions.get::<TcpConnectInfo>() {
+            ctx.set_addrs(conn.remote_addr(), conn.local_addr());
         }
         self.chain.run(Call::new(ctx, payload(message)))
     }

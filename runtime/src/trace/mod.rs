@@ -248,10 +248,7 @@ fn start_span(
         ];
         for (addr, host_key, port_key) in addresses {
             if let Some(addr) = addr {
-                set(KeyValue::new(
-                    host_key,
-                    Value::String(addr.host.clone().into()),
-                ));
+                set(KeyValue::new(host_key, Value::String(addr.host.into())));
                 if let Some(port) = addr.port {
                     set(KeyValue::new(port_key, i64::from(port)));
                 }
