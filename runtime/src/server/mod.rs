@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -17,7 +16,7 @@ use tonic::Status;
 use tonic::body::Body as HttpBody;
 use tonic::transport::server::TcpIncoming;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 pub use routes::{Routes, RoutesBuilder};
 pub use tonic::server::NamedService;
@@ -82,49 +81,6 @@ impl Router {
     }
 }
 
-/// The router as the tower service tonic's server calls per request.
-#[derive(Clone)]
-struct Serve(Arc<Router>);
-
-impl Service<http::Request<HttpBody>> for Serve {
-    type Response = http::Response<HttpBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
-        let response = self.0.serve(req);
-        Box::pin(async move { Ok(response.await) })
-    }
-}
-
-/// The service behind the server's tower layers: a layer's error (in readiness or in the
-/// call) is answered as a gRPC status.
-#[derive(Clone)]
-struct Answered(BoxHttpService);
-
-impl Service<http::Request<HttpBody>> for Answered {
-    type Response = http::Response<HttpBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
-        let answer = self.0.clone().oneshot(req);
-        Box::pin(async move {
-            Ok(answer
-                .await
-                .unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()))
-        })
-    }
-}
-
 /// A server accepting connections until stopped.
 pub(crate) struct RunningServer {
     local_addr: SocketAddr,
@@ -153,7 +109,11 @@ impl RunningServer {
         let stopped = async move {
             let _ = signal.changed().await;
         };
-        let serve = Serve(Arc::new(router));
+        let router = Arc::new(router);
+        let serve = service_fn(move |req| {
+            let response = router.serve(req);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
         // hyper's own default, which tonic's server leaves unlimited.
         let server = tonic::transport::Server::builder().max_concurrent_streams(200);
         let task = match layer {
@@ -162,11 +122,20 @@ impl RunningServer {
             )),
             Some(layer) => {
                 let layered = layer(BoxCloneSyncService::new(serve.map_err(BoxError::from)));
-                tokio::spawn(report(server.serve_with_incoming_shutdown(
-                    Answered(layered),
-                    incoming,
-                    stopped,
-                )))
+                // A layer's error, in readiness or in the call, is answered as a status.
+                let answered = service_fn(move |req| {
+                    let answer = layered.clone().oneshot(req);
+                    async move {
+                        Ok::<_, Infallible>(
+                            answer
+                                .await
+                                .unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()),
+                        )
+                    }
+                });
+                tokio::spawn(report(
+                    server.serve_with_incoming_shutdown(answered, incoming, stopped),
+                ))
             }
         };
         Ok(Self {
