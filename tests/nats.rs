@@ -6,7 +6,7 @@
 //! send a W3C `traceparent`. Outside CI a missing `nats-server` (or python3) skips these
 //! tests loudly; inside CI (`CI=true`) it fails them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +19,7 @@ use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
 use micro_otel_tests::harness::{Spans, attr, skip_outside_ci, span};
+use micro_otel_tests::pubsub::{Seen, event, fan_out_and_share, publisher, subscribed, wait_until};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
 use prost::Message as _;
 
@@ -138,123 +139,12 @@ fn events() -> JetStreamConfig {
     }
 }
 
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A service `name` on `broker` whose subscriber of `topic` records `(instance, message)`.
-async fn subscribed(
-    name: &str,
-    instance: &str,
-    topic: &str,
-    broker: &NatsBroker,
-    spans: &Spans,
-    seen: &Seen,
-) -> RunningService {
-    let service = Service::builder(name)
-        .registry(MemoryRegistry::new())
-        .broker(broker.clone())
-        .tracer_provider(spans.provider())
-        .build();
-    let (seen, instance) = (seen.clone(), instance.to_owned());
-    service
-        .subscribe(Subscriber::new(
-            topic,
-            move |_ctx: Context, event: EchoRequest| {
-                let (seen, instance) = (seen.clone(), instance.clone());
-                async move {
-                    seen.lock().unwrap().push((instance, event.message));
-                    Ok(())
-                }
-            },
-        ))
-        .expect("before start");
-    service.start().await.expect("starts")
-}
-
-fn publisher_service(broker: &NatsBroker) -> Service {
-    Service::builder("users")
-        .registry(MemoryRegistry::new())
-        .broker(broker.clone())
-        .tracing(false)
-        .build()
-}
-
-fn event(message: String) -> EchoRequest {
-    EchoRequest {
-        message,
-        ..Default::default()
-    }
-}
-
-/// Polls `done` every 5 ms until it holds; panics after `limit`.
-async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Two `audit` instances and a `mailer` on `broker`; 100 messages published: the mailer
-/// gets all, the audit instances share them, none twice.
-async fn fan_out_and_share(broker: NatsBroker) {
-    let (spans, seen) = (Spans::default(), Seen::default());
-    let topic = "user.created";
-    let audit_1 = subscribed("audit", "audit-1", topic, &broker, &spans, &seen).await;
-    let audit_2 = subscribed("audit", "audit-2", topic, &broker, &spans, &seen).await;
-    let mailer = subscribed("mailer", "mailer", topic, &broker, &spans, &seen).await;
-    let publisher = publisher_service(&broker).publisher::<EchoRequest>(topic);
-    for i in 0..100 {
-        publisher
-            .publish(&event(format!("user {i}")))
-            .await
-            .unwrap();
-    }
-    wait_until(Duration::from_secs(10), "200 deliveries", || {
-        seen.lock().unwrap().len() >= 200
-    })
-    .await;
-    // Anything more (a message twice) would arrive within moments.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let seen = seen.lock().unwrap().clone();
-    let of = |instance: &str| -> Vec<String> {
-        seen.iter()
-            .filter(|(i, _)| i == instance)
-            .map(|(_, m)| m.clone())
-            .collect()
-    };
-    let mailer_got: BTreeSet<_> = of("mailer").into_iter().collect();
-    assert_eq!(
-        (of("mailer").len(), mailer_got.len()),
-        (100, 100),
-        "another service gets every message once"
-    );
-    let (one, two) = (of("audit-1"), of("audit-2"));
-    eprintln!(
-        "audit instances shared 100 messages: {} + {}",
-        one.len(),
-        two.len()
-    );
-    assert!(
-        !one.is_empty() && !two.is_empty(),
-        "both instances get a share"
-    );
-    let shared: BTreeSet<_> = one.iter().chain(&two).collect();
-    assert_eq!(
-        (one.len() + two.len(), shared.len()),
-        (100, 100),
-        "no message twice"
-    );
-    for running in [audit_1, audit_2, mailer] {
-        running.stop().await.unwrap();
-    }
-}
-
 #[tokio::test]
 async fn core_every_service_gets_every_message_and_instances_of_one_share_them() {
     let Some(nats) = Nats::start().await else {
         return;
     };
-    fan_out_and_share(nats.core().await).await;
+    fan_out_and_share(&nats.core().await, "user.created", Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -262,7 +152,12 @@ async fn jetstream_every_service_gets_every_message_and_instances_of_one_share_t
     let Some(nats) = Nats::start().await else {
         return;
     };
-    fan_out_and_share(nats.jetstream(events()).await).await;
+    fan_out_and_share(
+        &nats.jetstream(events()).await,
+        "user.created",
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -696,7 +591,7 @@ async fn jetstream_a_server_restart_loses_no_stored_message_and_subscriptions_go
     let handled = Arc::new(Mutex::new(HashMap::new()));
     let count = Arc::new(AtomicUsize::new(0));
     let running = worker(&broker, &handled, &count).await;
-    let publisher = publisher_service(&broker).publisher::<EchoRequest>("jobs.work");
+    let publisher = publisher(&broker, "jobs.work");
     for i in 0..100 {
         publisher.publish(&event(format!("job {i}"))).await.unwrap();
     }
@@ -773,7 +668,7 @@ async fn jetstream_loses_none_of_10_000_messages_while_an_instance_is_replaced_m
     let second = worker(&broker, &handled, &second_count).await;
 
     let started = Instant::now();
-    let publisher = publisher_service(&broker).publisher::<EchoRequest>("jobs.work");
+    let publisher = publisher(&broker, "jobs.work");
     let publishing = tokio::spawn(async move {
         futures_util::stream::iter(0..TOTAL)
             .map(|i| {
@@ -838,7 +733,15 @@ async fn one_trace_runs_from_the_publisher_through_send_to_process_over_nats() {
             _ => nats.jetstream(events()).await,
         };
         let (spans, seen) = (Spans::default(), Seen::default());
-        let consumer = subscribed("mailer", "mailer", "user.created", &broker, &spans, &seen).await;
+        let consumer = subscribed(
+            "mailer",
+            "mailer",
+            "user.created",
+            &broker,
+            Some(&spans),
+            &seen,
+        )
+        .await;
         let producer = Service::builder("users")
             .registry(MemoryRegistry::new())
             .broker(broker.clone())
@@ -1049,7 +952,15 @@ async fn a_message_nats_py_publishes_is_processed_under_its_traceparent() {
     };
     let broker = nats.jetstream(events()).await;
     let (spans, seen) = (Spans::default(), Seen::default());
-    let consumer = subscribed("mailer", "mailer", "user.created", &broker, &spans, &seen).await;
+    let consumer = subscribed(
+        "mailer",
+        "mailer",
+        "user.created",
+        &broker,
+        Some(&spans),
+        &seen,
+    )
+    .await;
     let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let body: String = event("from python".into())
         .encode_to_vec()

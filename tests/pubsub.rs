@@ -2,7 +2,6 @@
 //! service's queue group, one trace from the publisher through every handler, bad messages
 //! counted rather than fatal, and a stop that finishes the messages in flight.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,110 +9,26 @@ use micro_otel::broker::{Broker, MemoryBroker, Message, Subscriber};
 use micro_otel::{Context, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
 use micro_otel_tests::harness::{Spans, attr, span};
+use micro_otel_tests::pubsub::{Seen, event, fan_out_and_share, subscribed, wait_until};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
-
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A service `name` on `broker` whose subscriber of `user.created` records
-/// `(instance, message)`.
-async fn subscribed(
-    name: &str,
-    instance: &str,
-    broker: &MemoryBroker,
-    spans: &Spans,
-    seen: &Seen,
-) -> micro_otel::RunningService {
-    let service = Service::builder(name)
-        .registry(micro_otel::discovery::MemoryRegistry::new())
-        .broker(broker.clone())
-        .tracer_provider(spans.provider())
-        .build();
-    let (seen, instance) = (seen.clone(), instance.to_owned());
-    service
-        .subscribe(Subscriber::new(
-            "user.created",
-            move |_ctx: Context, event: EchoRequest| {
-                let (seen, instance) = (seen.clone(), instance.clone());
-                async move {
-                    seen.lock().unwrap().push((instance, event.message));
-                    Ok(())
-                }
-            },
-        ))
-        .expect("before start");
-    service.start().await.expect("starts")
-}
-
-fn event(message: String) -> EchoRequest {
-    EchoRequest {
-        message,
-        ..Default::default()
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 #[tokio::test]
 async fn every_service_gets_every_message_and_instances_of_one_share_them() {
-    let (broker, spans, seen) = (MemoryBroker::new(), Spans::default(), Seen::default());
-    let audit_1 = subscribed("audit", "audit-1", &broker, &spans, &seen).await;
-    let audit_2 = subscribed("audit", "audit-2", &broker, &spans, &seen).await;
-    let mailer = subscribed("mailer", "mailer", &broker, &spans, &seen).await;
-    let publisher = Service::builder("users")
-        .broker(broker.clone())
-        .tracing(false)
-        .build()
-        .publisher::<EchoRequest>("user.created");
-    for i in 0..100 {
-        publisher
-            .publish(&event(format!("user {i}")))
-            .await
-            .unwrap();
-    }
-    wait_until("200 deliveries", || seen.lock().unwrap().len() >= 200).await;
-    let seen = seen.lock().unwrap().clone();
-    let of = |instance: &str| -> Vec<String> {
-        seen.iter()
-            .filter(|(i, _)| i == instance)
-            .map(|(_, m)| m.clone())
-            .collect()
-    };
-    assert_eq!(
-        of("mailer").len(),
-        100,
-        "another service gets every message"
-    );
-    let (one, two) = (of("audit-1"), of("audit-2"));
-    eprintln!(
-        "audit instances shared 100 messages: {} + {}",
-        one.len(),
-        two.len()
-    );
-    assert!(
-        !one.is_empty() && !two.is_empty(),
-        "both instances get a share"
-    );
-    let shared: BTreeSet<_> = one.iter().chain(&two).collect();
-    assert_eq!(
-        (one.len() + two.len(), shared.len()),
-        (100, 100),
-        "no message twice"
-    );
-    for running in [audit_1, audit_2, mailer] {
-        running.stop().await.unwrap();
-    }
+    fan_out_and_share(&MemoryBroker::new(), "user.created", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
 async fn one_trace_runs_from_the_publisher_through_send_to_process() {
     let (broker, spans, seen) = (MemoryBroker::new(), Spans::default(), Seen::default());
-    let consumer = subscribed("mailer", "mailer", &broker, &spans, &seen).await;
+    let consumer = subscribed(
+        "mailer",
+        "mailer",
+        "user.created",
+        &broker,
+        Some(&spans),
+        &seen,
+    )
+    .await;
     let producer = Service::builder("users")
         .broker(broker.clone())
         .tracer_provider(spans.provider())
@@ -127,7 +42,10 @@ async fn one_trace_runs_from_the_publisher_through_send_to_process() {
         publisher.publish(&event("ada".into())).await.unwrap();
     }
     root_cx.span().end();
-    wait_until("the message", || !seen.lock().unwrap().is_empty()).await;
+    wait_until(Duration::from_secs(5), "the message", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
     let finished = spans.wait_for(3).await;
     let root = span(&finished, "CreateUser", SpanKind::Internal);
     let send = span(&finished, "send user.created", SpanKind::Producer);
@@ -189,7 +107,10 @@ async fn a_message_that_does_not_decode_is_counted_and_the_subscriber_goes_on() 
         .publish(&event("after".into()))
         .await
         .unwrap();
-    wait_until("the good message", || !handled.lock().unwrap().is_empty()).await;
+    wait_until(Duration::from_secs(5), "the good message", || {
+        !handled.lock().unwrap().is_empty()
+    })
+    .await;
     assert_eq!(*handled.lock().unwrap(), ["after"]);
     assert_eq!((stats.undecodable(), stats.handled()), (1, 1));
     running.stop().await.unwrap();
@@ -287,7 +208,10 @@ async fn throughput_in_memory_with_tracing_on_and_off() {
         }
         let published = started.elapsed();
         let sent = (n / 64) * 64;
-        wait_until("every message", || stats.handled() >= sent).await;
+        wait_until(Duration::from_secs(5), "every message", || {
+            stats.handled() >= sent
+        })
+        .await;
         let processed = started.elapsed();
         println!(
             "in-memory, tracing {}: {:.0} published/s, {:.0} processed/s",

@@ -23,9 +23,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use micro_otel::broker::{Broker, Message, RabbitMqBroker, Subscriber};
 use micro_otel::discovery::MemoryRegistry;
-use micro_otel::{Context, RunningService, Service, Status};
+use micro_otel::{Context, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
 use micro_otel_tests::harness::{Spans, skip_outside_ci, span};
+use micro_otel_tests::pubsub::{Seen, event, fan_out_and_share, publisher, subscribed, wait_until};
 use opentelemetry::trace::{SpanKind, TraceId};
 use prost::Message as _;
 
@@ -192,114 +193,11 @@ async fn ready_in(channel: &Channel, queue: &str) -> u32 {
         .message_count()
 }
 
-fn event(message: String) -> EchoRequest {
-    EchoRequest {
-        message,
-        ..Default::default()
-    }
-}
-
-/// Polls `done` every 10 ms until it holds; panics after `limit`.
-async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
-}
-
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A service `name` on `broker` whose subscriber of `topic` records `(instance, message)`.
-async fn subscribed(
-    name: &str,
-    instance: &str,
-    topic: &str,
-    broker: &RabbitMqBroker,
-    seen: &Seen,
-) -> RunningService {
-    let service = Service::builder(name)
-        .registry(MemoryRegistry::new())
-        .broker(broker.clone())
-        .tracing(false)
-        .build();
-    let (seen, instance) = (seen.clone(), instance.to_owned());
-    service
-        .subscribe(Subscriber::new(
-            topic,
-            move |_ctx: Context, e: EchoRequest| {
-                let (seen, instance) = (seen.clone(), instance.clone());
-                async move {
-                    seen.lock().unwrap().push((instance, e.message));
-                    Ok(())
-                }
-            },
-        ))
-        .expect("before start");
-    service.start().await.expect("starts")
-}
-
-fn publisher(broker: &RabbitMqBroker, topic: &str) -> micro_otel::broker::Publisher<EchoRequest> {
-    Service::builder("publisher")
-        .registry(MemoryRegistry::new())
-        .broker(broker.clone())
-        .tracing(false)
-        .build()
-        .publisher::<EchoRequest>(topic)
-}
-
 #[tokio::test]
 async fn every_service_gets_every_message_and_instances_of_one_share_them() {
     let Some(rabbit) = rabbit() else { return };
-    let broker = rabbit.broker("fanout");
-    let seen = Seen::default();
     let topic = "fanout.user.created";
-    let audit_1 = subscribed("audit", "audit-1", topic, &broker, &seen).await;
-    let audit_2 = subscribed("audit", "audit-2", topic, &broker, &seen).await;
-    let mailer = subscribed("mailer", "mailer", topic, &broker, &seen).await;
-    let publisher = publisher(&broker, topic);
-    for i in 0..100 {
-        publisher
-            .publish(&event(format!("user {i}")))
-            .await
-            .unwrap();
-    }
-    wait_until(Duration::from_secs(20), "200 deliveries", || {
-        seen.lock().unwrap().len() >= 200
-    })
-    .await;
-    let of = |instance: &str| -> Vec<String> {
-        let seen = seen.lock().unwrap();
-        seen.iter()
-            .filter(|(i, _)| i == instance)
-            .map(|(_, m)| m.clone())
-            .collect()
-    };
-    assert_eq!(
-        of("mailer").len(),
-        100,
-        "another service gets every message"
-    );
-    let (one, two) = (of("audit-1"), of("audit-2"));
-    eprintln!(
-        "audit instances shared 100 messages: {} + {}",
-        one.len(),
-        two.len()
-    );
-    assert!(
-        !one.is_empty() && !two.is_empty(),
-        "both instances get a share"
-    );
-    let shared: BTreeSet<_> = one.iter().chain(&two).collect();
-    assert_eq!(
-        (one.len() + two.len(), shared.len()),
-        (100, 100),
-        "no message twice"
-    );
-    for running in [audit_1, audit_2, mailer] {
-        running.stop().await.unwrap();
-    }
+    fan_out_and_share(&rabbit.broker("fanout"), topic, Duration::from_secs(20)).await;
     // Both groups' queues are durable quorum queues named <group>.<topic>, now empty.
     let (_connection, channel) = rabbit.channel().await;
     for group in ["audit", "mailer"] {
@@ -542,8 +440,8 @@ async fn ten_thousand_messages_survive_an_instance_stopping_and_starting_again()
     let topic = "restart.orders";
     const TOTAL: usize = 10_000;
     let seen = Seen::default();
-    let steady = subscribed("billing", "steady", topic, &broker, &seen).await;
-    let restarted = subscribed("billing", "first", topic, &broker, &seen).await;
+    let steady = subscribed("billing", "steady", topic, &broker, None, &seen).await;
+    let restarted = subscribed("billing", "first", topic, &broker, None, &seen).await;
     let publisher = publisher(&broker, topic);
     let started = Instant::now();
     let publishing = tokio::spawn(async move {
@@ -572,7 +470,7 @@ async fn ten_thousand_messages_survive_an_instance_stopping_and_starting_again()
     .await;
     restarted.stop().await.unwrap();
     let at_stop = seen.lock().unwrap().len();
-    let again = subscribed("billing", "again", topic, &broker, &seen).await;
+    let again = subscribed("billing", "again", topic, &broker, None, &seen).await;
     let published_in = publishing.await.unwrap();
     let unique = || -> usize {
         let seen = seen.lock().unwrap();

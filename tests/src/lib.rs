@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod etcd;
 pub mod harness;
 pub mod otlp;
+pub mod pubsub;
 
 /// Every golden case's expected output, compiled as it would be in a user's crate.
 pub mod golden {
