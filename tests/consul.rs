@@ -11,32 +11,16 @@ use micro_otel::call::Node;
 use micro_otel::discovery::{Change, ConsulRegistry, Registry, RegistryError, Watch};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::consul_fake::{ConsulFake, Recorded, Status};
+use micro_otel_tests::discovery::{
+    answering_port, answering_ports, eventually, ids, lookup, next_change, request,
+};
 use micro_otel_tests::harness::Echo;
 use micro_otel_tests::harness::Spans;
-use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
+use micro_otel_tests::harness::echo::{self, EchoClient};
 use serde_json::json;
 
 /// A long TTL, for tests where nothing should expire.
 const LONG: Duration = Duration::from_secs(60);
-
-fn ids(nodes: &[Node]) -> Vec<&str> {
-    let mut ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-    ids.sort_unstable();
-    ids
-}
-
-async fn lookup(registry: &ConsulRegistry, service: &str) -> Vec<Node> {
-    registry.lookup(service).await.expect("consul answers")
-}
-
-/// The watch's next change (at most 10 s away).
-async fn next_change(watch: &mut Watch) -> Change {
-    tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("a change within 10 s")
-        .expect("the watch goes on")
-        .expect("the watch does not fail")
-}
 
 /// Follows `watch` in a task of its own (a watch queries only while polled), passing on
 /// what it yields until it ends.
@@ -50,18 +34,6 @@ fn follow(mut watch: Watch) -> tokio::sync::mpsc::UnboundedReceiver<Result<Chang
         }
     });
     rx
-}
-
-/// Polls `check` every 20 ms until it holds; panics after `limit`.
-async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `METHOD target` of each request, for comparing sequences.
@@ -572,13 +544,6 @@ async fn a_watch_fails_naming_the_blocking_query_when_the_agent_goes_away() {
     assert!(watch.recv().await.is_none(), "a failed watch ends");
 }
 
-fn request(message: &str) -> EchoRequest {
-    EchoRequest {
-        message: message.into(),
-        ..Default::default()
-    }
-}
-
 /// An echo service registered in `registry`, re-registering every 200 ms with a 2 s TTL.
 async fn start_echo(registry: &ConsulRegistry, spans: &Spans) -> RunningService {
     let service = Service::builder("echo")
@@ -592,29 +557,6 @@ async fn start_echo(registry: &ConsulRegistry, spans: &Spans) -> RunningService 
         .start()
         .await
         .expect("starts and registers in consul")
-}
-
-/// The port of the instance that answered one call.
-async fn answering_port(client: &EchoClient) -> Result<u16, micro_otel::Status> {
-    let mut call = micro_otel::Request::new(request("who?"));
-    let reply = micro_otel::client::ReplyMetadata::capture(&mut call);
-    client.unary(call).await?;
-    let port = reply
-        .get()
-        .and_then(|md| md.get("x-echo-port")?.to_str().ok()?.parse().ok())
-        .expect("the echo service names its port");
-    Ok(port)
-}
-
-/// The ports that answered `n` calls, sorted and deduplicated; every call must succeed.
-async fn answering_ports(client: &EchoClient, n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        ports.push(answering_port(client).await.expect("the call succeeds"));
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports
 }
 
 #[tokio::test]

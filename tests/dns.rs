@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use micro_otel::call::Node;
 use micro_otel::discovery::{
-    Change, DnsRegistry, Registry, RegistryError, RoundRobin, SRV_PRIORITY, WEIGHT, Watch,
+    Change, DnsRegistry, Registry, RegistryError, RoundRobin, SRV_PRIORITY, WEIGHT,
 };
 use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Client, RunningService, Service};
-use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
+use micro_otel_tests::discovery::{eventually, ids, next_change, request};
+use micro_otel_tests::harness::echo::{self, EchoClient};
 use micro_otel_tests::harness::{Echo, Spans, skip_outside_ci};
 use tonic::metadata::AsciiMetadataValue;
 
@@ -168,40 +169,6 @@ fn free_udp_and_tcp_port() -> u16 {
 /// Hosts-file lines giving `name` each of `ips`.
 fn hosts(name: &str, ips: &[&str]) -> String {
     ips.iter().map(|ip| format!("{ip} {name}\n")).collect()
-}
-
-fn ids(nodes: &[Node]) -> Vec<&str> {
-    let mut ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// The watch's next change (at most 10 s away).
-async fn next_change(watch: &mut Watch) -> Change {
-    tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("a change within 10 s")
-        .expect("the watch goes on")
-        .expect("the watch does not fail")
-}
-
-/// Polls `check` every 50 ms until it holds; panics after `limit`.
-async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn request(message: &str) -> EchoRequest {
-    EchoRequest {
-        message: message.into(),
-        ..Default::default()
-    }
 }
 
 /// Echo instances on each of `ips`, all on one port (chosen free, again if one is taken

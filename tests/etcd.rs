@@ -8,47 +8,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use micro_otel::call::Node;
-use micro_otel::discovery::{Change, EtcdRegistry, Registry, RegistryError, Watch};
+use micro_otel::discovery::{EtcdRegistry, Registry, RegistryError};
 use micro_otel::{Client, RunningService, Service};
+use micro_otel_tests::discovery::{
+    answering_port, answering_ports, eventually, ids, lookup, next_change, request,
+};
 use micro_otel_tests::etcd::{Etcd, free_ports};
-use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
+use micro_otel_tests::harness::echo::{self, EchoClient};
 use micro_otel_tests::harness::{Echo, Spans};
 
 /// A long TTL, for tests where nothing should expire.
 const LONG: Duration = Duration::from_secs(60);
-
-fn ids(nodes: &[Node]) -> Vec<&str> {
-    let mut ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-    ids.sort_unstable();
-    ids
-}
-
-async fn lookup(registry: &EtcdRegistry, service: &str) -> Vec<Node> {
-    let mut nodes = registry.lookup(service).await.expect("etcd answers");
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
-    nodes
-}
-
-/// The watch's next change (at most 10 s away).
-async fn next_change(watch: &mut Watch) -> Change {
-    tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("a change within 10 s")
-        .expect("the watch goes on")
-        .expect("the watch does not fail")
-}
-
-/// Polls `check` every 50 ms until it holds; panics after `limit`.
-async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn registered_nodes_are_found_with_their_metadata_until_deregistered() {
@@ -348,13 +318,6 @@ async fn without_etcd_every_operation_is_unavailable_naming_the_endpoint() {
     assert!(EtcdRegistry::connect(Vec::<String>::new()).await.is_err());
 }
 
-fn request(message: &str) -> EchoRequest {
-    EchoRequest {
-        message: message.into(),
-        ..Default::default()
-    }
-}
-
 /// An echo service registered in `registry`.
 async fn start_echo(registry: &EtcdRegistry, spans: &Spans) -> RunningService {
     let service = Service::builder("echo")
@@ -363,29 +326,6 @@ async fn start_echo(registry: &EtcdRegistry, spans: &Spans) -> RunningService {
         .build();
     echo::register_echo_handler(&service, Echo::default()).expect("registered before start");
     service.start().await.expect("starts and registers in etcd")
-}
-
-/// The port of the instance that answered one call.
-async fn answering_port(client: &EchoClient) -> Result<u16, micro_otel::Status> {
-    let mut call = micro_otel::Request::new(request("who?"));
-    let reply = micro_otel::client::ReplyMetadata::capture(&mut call);
-    client.unary(call).await?;
-    let port = reply
-        .get()
-        .and_then(|md| md.get("x-echo-port")?.to_str().ok()?.parse().ok())
-        .expect("the echo service names its port");
-    Ok(port)
-}
-
-/// The ports that answered `n` calls, sorted and deduplicated; every call must succeed.
-async fn answering_ports(client: &EchoClient, n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        ports.push(answering_port(client).await.expect("the call succeeds"));
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports
 }
 
 /// A client that finds services through its own connection to `etcd`.

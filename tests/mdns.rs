@@ -12,9 +12,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use micro_otel::call::Node;
-use micro_otel::discovery::{Change, MdnsRegistry, Registry, Watch};
+use micro_otel::discovery::{MdnsRegistry, Registry};
+use micro_otel_tests::discovery::{eventually, ids, lookup, next_change};
 use micro_otel_tests::harness::skip_outside_ci;
 
 /// Set (to the outer test's network namespace) for the inner tests.
@@ -133,39 +133,6 @@ const LONG: Duration = Duration::from_secs(60);
 /// A registry on loopback only.
 fn registry() -> MdnsRegistry {
     MdnsRegistry::on_interfaces(["lo"])
-}
-
-fn ids(nodes: &[Node]) -> Vec<&str> {
-    let mut ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-    ids.sort_unstable();
-    ids
-}
-
-async fn lookup(registry: &MdnsRegistry, service: &str) -> Vec<Node> {
-    let mut nodes = registry.lookup(service).await.expect("mDNS lookup");
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
-    nodes
-}
-
-/// The watch's next change (at most 10 s away).
-async fn next_change(watch: &mut Watch) -> Change {
-    tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("a change within 10 s")
-        .expect("the watch goes on")
-        .expect("the watch does not fail")
-}
-
-/// Polls `check` every 50 ms until it holds; panics after `limit`.
-async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The tests that run inside the private network namespace.

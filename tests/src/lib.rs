@@ -4,6 +4,7 @@
 
 pub mod consul_fake;
 pub mod corpus;
+pub mod discovery;
 pub mod etcd;
 pub mod harness;
 pub mod otlp;
