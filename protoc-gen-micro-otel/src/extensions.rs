@@ -128,11 +128,9 @@ impl Extensions {
                 (3, Value::Bytes(nested)) => self.read_message(nested, &full_name, depth + 1)?,
                 (7, Value::Bytes(options)) => {
                     let what = format!("the options of message `{full_name}`");
-                    for (tag, value) in fields_of(options, &what)? {
-                        if tag == TOPIC_FIELD {
-                            let topic = string(value, "(micro_otel.topic)", &full_name)?;
-                            self.topics.insert(full_name.clone(), topic);
-                        }
+                    if let Some(value) = option(options, &what, TOPIC_FIELD)? {
+                        let topic = string(value, "(micro_otel.topic)", &full_name)?;
+                        self.topics.insert(full_name.clone(), topic);
                     }
                 }
                 _ => {}
@@ -150,11 +148,9 @@ impl Extensions {
                 (2, Value::Bytes(method)) => self.read_method(method, &full_name)?,
                 (3, Value::Bytes(options)) => {
                     let what = format!("the options of service `{full_name}`");
-                    for (tag, value) in fields_of(options, &what)? {
-                        if tag == SERVICE_NAME_FIELD {
-                            let name = string(value, "(micro_otel.service_name)", &full_name)?;
-                            self.service_names.insert(full_name.clone(), name);
-                        }
+                    if let Some(value) = option(options, &what, SERVICE_NAME_FIELD)? {
+                        let name = string(value, "(micro_otel.service_name)", &full_name)?;
+                        self.service_names.insert(full_name.clone(), name);
                     }
                 }
                 _ => {}
@@ -170,20 +166,28 @@ impl Extensions {
         for (tag, value) in &fields {
             if let (4, Value::Bytes(options)) = (tag, value) {
                 let what = format!("the options of method `{full_name}`");
-                for (tag, value) in fields_of(options, &what)? {
-                    if tag == IDEMPOTENT_FIELD {
-                        let Value::Varint(flag) = value else {
-                            return Err(format!(
-                                "(micro_otel.idempotent) of `{full_name}` is not encoded as a bool"
-                            ));
-                        };
-                        self.idempotent.insert(full_name.clone(), flag != 0);
-                    }
+                if let Some(value) = option(options, &what, IDEMPOTENT_FIELD)? {
+                    let Value::Varint(flag) = value else {
+                        return Err(format!(
+                            "(micro_otel.idempotent) of `{full_name}` is not encoded as a bool"
+                        ));
+                    };
+                    self.idempotent.insert(full_name.clone(), flag != 0);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The value of extension `field` in encoded `options` (`what` names them in errors); the
+/// last one counts when it repeats, as protobuf says.
+fn option<'a>(options: &'a [u8], what: &str, field: u32) -> Result<Option<Value<'a>>, String> {
+    Ok(fields_of(options, what)?
+        .into_iter()
+        .rev()
+        .find(|(tag, _)| *tag == field)
+        .map(|(_, value)| value))
 }
 
 /// A field's value, as far as the walk needs it.
