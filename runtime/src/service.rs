@@ -271,9 +271,7 @@ impl Service {
 
     /// Starts, serves until Ctrl-C or SIGTERM, then stops gracefully.
     pub async fn run(&self) -> Result<(), Error> {
-        let running = self.start().await?;
-        shutdown_signal().await.map_err(Error::Signal)?;
-        running.stop().await
+        self.start().await?.until_signal().await
     }
 }
 
@@ -351,6 +349,12 @@ impl RunningService {
     /// The node registered for this instance.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then stops gracefully (see [`RunningService::stop`]).
+    pub async fn until_signal(self) -> Result<(), Error> {
+        shutdown_signal().await.map_err(Error::Signal)?;
+        self.stop().await
     }
 
     /// Deregisters, stops taking messages and calls, waits for the messages and calls in

@@ -143,22 +143,23 @@ fn telemetry(tree: &TraceTree) -> anyhow::Result<Telemetry> {
 async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
     let tree = TraceTree::new();
     let telemetry = telemetry(&tree)?;
-    let served_by: micro_otel::metadata::AsciiMetadataValue = address.parse()?;
-    // Every reply, answer or error, names this node.
-    let name_node = wrapper::from_fn(move |call: Call, next: Next| {
-        let served_by = served_by.clone();
-        async move {
-            match next.run(call).await {
-                Ok(mut reply) => {
-                    reply.metadata.insert(SERVED_BY, served_by);
-                    Ok(reply)
-                }
-                Err(mut status) => {
-                    status.metadata_mut().insert(SERVED_BY, served_by);
-                    Err(status)
-                }
-            }
+    // Every reply, answer or error, names the node: the address the call arrived on.
+    let name_node = wrapper::from_fn(|call: Call, next: Next| async move {
+        let served_by = call.ctx.local_addr().and_then(|local| {
+            local
+                .to_string()
+                .parse::<micro_otel::metadata::AsciiMetadataValue>()
+                .ok()
+        });
+        let mut answer = next.run(call).await;
+        if let Some(served_by) = served_by {
+            let metadata = match &mut answer {
+                Ok(reply) => &mut reply.metadata,
+                Err(status) => status.metadata_mut(),
+            };
+            metadata.insert(SERVED_BY, served_by);
         }
+        answer
     });
     let mut config = Service::builder(demo::SERVICE_NAME)
         .version("1.0.0")
@@ -173,11 +174,16 @@ async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
     let users =
         Users::new(Arc::new(Store::new())).publishing(user::user_created_event_publisher(&service));
     user::register_user_handler(&service, users)?;
-    eprintln!("serving user.User on {address}; Ctrl-C to stop");
-    service
-        .run()
+    let running = service
+        .start()
         .await
         .with_context(|| format!("serving on {address}"))?;
+    // The bound address: with port 0 the system picked it.
+    eprintln!(
+        "serving user.User on {}; Ctrl-C to stop",
+        running.local_addr()
+    );
+    running.until_signal().await?;
     telemetry.flush();
     print!("{}", tree.render());
     Ok(())

@@ -2,8 +2,7 @@
 //! processes talking over 127.0.0.1, and three servers sharing a client's calls through a
 //! real etcd.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,32 +62,33 @@ fn demo_prints_the_calls_and_a_connected_trace_tree() {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The address a started server says it is bound to (it is given port 0, so no other
+/// process can take the port in between); the rest of its stderr is drained.
+fn bound_address(server: &mut std::process::Child) -> String {
+    let stderr = server.stderr.take().expect("stderr piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.strip_prefix("serving user.User on ")?;
+            Some(rest.split(';').next()?.to_owned())
+        })
+        .expect("the server says where it listens");
+    std::thread::spawn(move || lines.for_each(drop));
+    address
 }
 
 #[test]
 fn server_and_client_run_as_separate_processes() {
-    let address = format!("127.0.0.1:{}", free_port());
     let mut server = Command::new(BIN)
-        .args(["server", "--address", &address])
+        .args(["server", "--address", "127.0.0.1:0"])
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&address).is_err() {
-        assert!(
-            Instant::now() < ready,
-            "server did not start listening on {address}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let address = bound_address(&mut server);
     let client = Command::new(BIN)
         .args(["client", "--address", &address])
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -130,26 +130,21 @@ fn server_and_client_run_as_separate_processes() {
     );
 }
 
-/// Starts `user-example server` on a free port with `extra` arguments and environment;
-/// returns it once it listens.
+/// Starts `user-example server` on a port the system picks, with `extra` arguments and
+/// environment; returns it and its address once it listens.
 fn start_server(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
-    let address = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new(BIN);
     command
-        .args(["server", "--address", &address])
+        .args(["server", "--address", "127.0.0.1:0"])
         .args(args)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
-    let server = command.spawn().unwrap();
-    let ready = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < ready, "server did not listen on {address}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut server = command.spawn().unwrap();
+    let address = bound_address(&mut server);
     (server, address)
 }
 
