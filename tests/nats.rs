@@ -19,8 +19,11 @@ use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
 use micro_otel_tests::harness::{Spans, attr, skip_outside_ci, span};
-use micro_otel_tests::pubsub::{Seen, event, fan_out_and_share, publisher, subscribed, wait_until};
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+use micro_otel_tests::pubsub::{
+    Seen, event, fan_out_and_share, one_trace_through_send_and_process, publisher, subscribed,
+    wait_until,
+};
+use opentelemetry::trace::SpanKind;
 use prost::Message as _;
 
 /// A `nats-server` with JetStream of one test, killed when dropped.
@@ -732,61 +735,12 @@ async fn one_trace_runs_from_the_publisher_through_send_to_process_over_nats() {
             "core" => nats.core().await,
             _ => nats.jetstream(events()).await,
         };
-        let (spans, seen) = (Spans::default(), Seen::default());
-        let consumer = subscribed(
-            "mailer",
-            "mailer",
-            "user.created",
-            &broker,
-            Some(&spans),
-            &seen,
-        )
-        .await;
-        let producer = Service::builder("users")
-            .registry(MemoryRegistry::new())
-            .broker(broker.clone())
-            .tracer_provider(spans.provider())
-            .build();
-        let publisher = producer.publisher::<EchoRequest>("user.created");
-        let root = spans.provider().tracer("test").start("CreateUser");
-        let root_cx = opentelemetry::Context::current_with_span(root);
-        {
-            let _attached = root_cx.clone().attach();
-            publisher.publish(&event("ada".into())).await.unwrap();
-        }
-        root_cx.span().end();
-        wait_until(Duration::from_secs(10), "the message", || {
-            !seen.lock().unwrap().is_empty()
-        })
-        .await;
-        let finished = spans.wait_for(3).await;
-        let root = span(&finished, "CreateUser", SpanKind::Internal);
-        let send = span(&finished, "send user.created", SpanKind::Producer);
-        let process = span(&finished, "process user.created", SpanKind::Consumer);
-        let trace = root.span_context.trace_id();
-        assert_eq!(send.span_context.trace_id(), trace, "{mode}");
-        assert_eq!(process.span_context.trace_id(), trace, "{mode}");
-        assert_eq!(send.parent_span_id, root.span_context.span_id(), "{mode}");
-        assert_eq!(
-            process.parent_span_id,
-            send.span_context.span_id(),
-            "{mode}"
-        );
-        assert_eq!(
-            process
-                .links
-                .iter()
-                .map(|l| l.span_context.span_id())
-                .collect::<Vec<_>>(),
-            [send.span_context.span_id()],
-            "{mode}"
-        );
-        let system = attr(process, "messaging.system").map(|v| v.to_string());
+        let process = one_trace_through_send_and_process(&broker, Duration::from_secs(10)).await;
+        let system = attr(&process, "messaging.system").map(|v| v.to_string());
         assert_eq!(system.as_deref(), Some("nats"), "{mode}");
-        let id = attr(process, "messaging.message.id").map(|v| v.to_string());
+        let id = attr(&process, "messaging.message.id").map(|v| v.to_string());
         let expected_id = (mode == "jetstream").then(|| "1".to_owned());
         assert_eq!(id, expected_id, "{mode}: the stream sequence, if any");
-        consumer.stop().await.unwrap();
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use micro_otel::broker::{Broker, MemoryBroker, Message, Subscriber};
 use micro_otel::{Context, Service, Status};
+use micro_otel_tests::harness::Spans;
 use micro_otel_tests::harness::echo::EchoRequest;
-use micro_otel_tests::harness::{Spans, attr, span};
-use micro_otel_tests::pubsub::{Seen, event, fan_out_and_share, subscribed, wait_until};
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+use micro_otel_tests::pubsub::{
+    event, fan_out_and_share, one_trace_through_send_and_process, wait_until,
+};
 
 #[tokio::test]
 async fn every_service_gets_every_message_and_instances_of_one_share_them() {
@@ -19,57 +20,7 @@ async fn every_service_gets_every_message_and_instances_of_one_share_them() {
 
 #[tokio::test]
 async fn one_trace_runs_from_the_publisher_through_send_to_process() {
-    let (broker, spans, seen) = (MemoryBroker::new(), Spans::default(), Seen::default());
-    let consumer = subscribed(
-        "mailer",
-        "mailer",
-        "user.created",
-        &broker,
-        Some(&spans),
-        &seen,
-    )
-    .await;
-    let producer = Service::builder("users")
-        .broker(broker.clone())
-        .tracer_provider(spans.provider())
-        .build();
-    let publisher = producer.publisher::<EchoRequest>("user.created");
-    let tracer = spans.provider().tracer("test");
-    let root = tracer.start("CreateUser");
-    let root_cx = opentelemetry::Context::current_with_span(root);
-    {
-        let _attached = root_cx.clone().attach();
-        publisher.publish(&event("ada".into())).await.unwrap();
-    }
-    root_cx.span().end();
-    wait_until(Duration::from_secs(5), "the message", || {
-        !seen.lock().unwrap().is_empty()
-    })
-    .await;
-    let finished = spans.wait_for(3).await;
-    let root = span(&finished, "CreateUser", SpanKind::Internal);
-    let send = span(&finished, "send user.created", SpanKind::Producer);
-    let process = span(&finished, "process user.created", SpanKind::Consumer);
-    let trace = root.span_context.trace_id();
-    assert_eq!(send.span_context.trace_id(), trace);
-    assert_eq!(process.span_context.trace_id(), trace);
-    assert_eq!(send.parent_span_id, root.span_context.span_id());
-    assert_eq!(process.parent_span_id, send.span_context.span_id());
-    assert_eq!(
-        process
-            .links
-            .iter()
-            .map(|l| l.span_context.span_id())
-            .collect::<Vec<_>>(),
-        [send.span_context.span_id()]
-    );
-    let group = attr(process, "messaging.consumer.group.name").map(|v| v.to_string());
-    assert_eq!(
-        group.as_deref(),
-        Some("mailer"),
-        "the service's queue group"
-    );
-    consumer.stop().await.unwrap();
+    one_trace_through_send_and_process(&MemoryBroker::new(), Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

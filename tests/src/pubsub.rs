@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use micro_otel::broker::{Broker, Publisher, Subscriber};
 use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry_sdk::trace::SpanData;
 
-use crate::harness::Spans;
 use crate::harness::echo::EchoRequest;
+use crate::harness::{Spans, attr, span};
 
 /// `(instance, message)` for every message a recording subscriber processed.
 pub type Seen = Arc<Mutex<Vec<(String, String)>>>;
@@ -130,4 +132,55 @@ pub async fn fan_out_and_share<B: Broker + Clone>(broker: &B, topic: &str, limit
     for running in [audit_1, audit_2, mailer] {
         running.stop().await.expect("stops");
     }
+}
+
+/// A `mailer` subscribed on `broker`; a message published on `user.created` inside a
+/// `CreateUser` span: `send` is that span's child, `process` is `send`'s child and links to
+/// it, all in one trace, and `process` names the mailer's group. The message must arrive
+/// within `limit`. Returns the process span for the backend's own attributes.
+pub async fn one_trace_through_send_and_process<B: Broker + Clone>(
+    broker: &B,
+    limit: Duration,
+) -> SpanData {
+    let (spans, seen) = (Spans::default(), Seen::default());
+    let topic = "user.created";
+    let consumer = subscribed("mailer", "mailer", topic, broker, Some(&spans), &seen).await;
+    let producer = service("users", broker, Some(&spans));
+    let publisher = producer.publisher::<EchoRequest>(topic);
+    let root = spans.provider().tracer("test").start("CreateUser");
+    let root_cx = opentelemetry::Context::current_with_span(root);
+    {
+        let _attached = root_cx.clone().attach();
+        publisher
+            .publish(&event("ada".into()))
+            .await
+            .expect("published");
+    }
+    root_cx.span().end();
+    wait_until(limit, "the message", || !seen.lock().unwrap().is_empty()).await;
+    let finished = spans.wait_for(3).await;
+    let root = span(&finished, "CreateUser", SpanKind::Internal);
+    let send = span(&finished, "send user.created", SpanKind::Producer);
+    let process = span(&finished, "process user.created", SpanKind::Consumer);
+    let trace = root.span_context.trace_id();
+    assert_eq!(send.span_context.trace_id(), trace);
+    assert_eq!(process.span_context.trace_id(), trace);
+    assert_eq!(send.parent_span_id, root.span_context.span_id());
+    assert_eq!(process.parent_span_id, send.span_context.span_id());
+    assert_eq!(
+        process
+            .links
+            .iter()
+            .map(|l| l.span_context.span_id())
+            .collect::<Vec<_>>(),
+        [send.span_context.span_id()]
+    );
+    let group = attr(process, "messaging.consumer.group.name").map(|v| v.to_string());
+    assert_eq!(
+        group.as_deref(),
+        Some("mailer"),
+        "the service's queue group"
+    );
+    consumer.stop().await.expect("stops");
+    process.clone()
 }
