@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use micro_otel::broker::{Broker, BrokerError, JetStreamConfig, Message, NatsBroker, Subscriber};
+use micro_otel::broker::{
+    Broker, BrokerError, Delivery, JetStreamConfig, Message, NatsBroker, Subscriber,
+};
 use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
@@ -254,6 +256,14 @@ async fn jetstream_a_handler_failing_twice_sees_the_message_three_times_then_it_
     running.stop().await.unwrap();
 }
 
+/// The subscription's next delivery (at most 10 s away).
+async fn next_delivery(deliveries: &mut micro_otel::broker::Deliveries) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the subscription goes on")
+}
+
 /// A plain subscription to the dead-letter subject, registered with the server.
 async fn dead_letters(nats: &Nats) -> (async_nats::Client, async_nats::Subscriber) {
     let client = nats.client().await;
@@ -471,14 +481,8 @@ async fn jetstream_subscriptions_without_a_group_each_get_every_message_and_coun
         })
         .await
         .unwrap();
-    let next = async |deliveries: &mut micro_otel::broker::Deliveries| {
-        tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-            .await
-            .expect("a delivery within 10 s")
-            .expect("the subscription goes on")
-    };
     for deliveries in [&mut one, &mut two] {
-        let first = next(deliveries).await;
+        let first = next_delivery(deliveries).await;
         assert_eq!(
             (first.attempt, first.message.id.as_deref()),
             (1, Some("1")),
@@ -490,7 +494,7 @@ async fn jetstream_subscriptions_without_a_group_each_get_every_message_and_coun
             .nack()
             .await
             .unwrap();
-        let again = next(deliveries).await;
+        let again = next_delivery(deliveries).await;
         assert_eq!((again.attempt, again.message.id.as_deref()), (2, Some("1")));
         again.settle.unwrap().ack().await.unwrap();
     }
@@ -525,10 +529,7 @@ async fn core_deliveries_have_nothing_to_settle() {
         })
         .await
         .unwrap();
-    let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let delivery = next_delivery(&mut deliveries).await;
     assert_eq!(
         (
             delivery.attempt,
@@ -563,10 +564,7 @@ async fn jetstream_a_message_whose_last_delivery_goes_unsettled_is_dead_lettered
         })
         .await
         .unwrap();
-    let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let delivery = next_delivery(&mut deliveries).await;
     // The instance "dies" holding it: never settled. After ack_wait JetStream sends it
     // again, past max_deliver: it goes to the dead letters, not to the subscriber.
     drop(delivery);
