@@ -5,10 +5,12 @@ mod routes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -110,10 +112,7 @@ impl RunningServer {
             let _ = signal.changed().await;
         };
         let router = Arc::new(router);
-        let serve = service_fn(move |req| {
-            let response = router.serve(req);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let serve = service_fn(move |req| router.serve(req).map(Ok::<_, Infallible>));
         // hyper's own default, which tonic's server leaves unlimited.
         let server = tonic::transport::Server::builder().max_concurrent_streams(200);
         let task = match layer {
@@ -124,14 +123,11 @@ impl RunningServer {
                 let layered = layer(BoxCloneSyncService::new(serve.map_err(BoxError::from)));
                 // A layer's error, in readiness or in the call, is answered as a status.
                 let answered = service_fn(move |req| {
-                    let answer = layered.clone().oneshot(req);
-                    async move {
+                    layered.clone().oneshot(req).map(|answer| {
                         Ok::<_, Infallible>(
-                            answer
-                                .await
-                                .unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()),
+                            answer.unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()),
                         )
-                    }
+                    })
                 });
                 tokio::spawn(report(
                     server.serve_with_incoming_shutdown(answered, incoming, stopped),
@@ -163,7 +159,7 @@ impl RunningServer {
 }
 
 /// Logs how serving ended, if it failed.
-async fn report(serving: impl std::future::Future<Output = Result<(), tonic::transport::Error>>) {
+async fn report(serving: impl Future<Output = Result<(), tonic::transport::Error>>) {
     if let Err(e) = serving.await {
         tracing::warn!(error = %e, "server failed");
     }
