@@ -70,7 +70,7 @@ pub fn run(settings: Settings, out_dir: &Path) -> anyhow::Result<Option<Vec<Row>
         // Warm up: connections, caches, the allocator.
         drive(&child.addresses[0], &body, settings.requests / 10)?;
     }
-    let mut totals = vec![(0u64, 0f64, 0f64, 0u64); servers.len()];
+    let mut totals = vec![Total::default(); servers.len()];
     for round in 0..settings.rounds {
         for k in 0..servers.len() {
             let i = (k + round) % servers.len();
@@ -78,20 +78,20 @@ pub fn run(settings: Settings, out_dir: &Path) -> anyhow::Result<Option<Vec<Row>
             let done = drive(&children[i].addresses[0], &body, settings.requests)?;
             let after = children[i].usage()?;
             let total = &mut totals[i];
-            total.0 += done.succeeded;
-            total.1 += done.seconds;
-            total.2 += after.cpu.saturating_sub(before.cpu).as_secs_f64();
-            total.3 += done.failed;
+            total.done.succeeded += done.succeeded;
+            total.done.failed += done.failed;
+            total.done.seconds += done.seconds;
+            total.cpu_seconds += after.cpu.saturating_sub(before.cpu).as_secs_f64();
         }
     }
     let rows = servers
         .iter()
         .zip(totals)
-        .map(|((server, _), (succeeded, seconds, cpu, failed))| Row {
+        .map(|((server, _), Total { done, cpu_seconds })| Row {
             server,
-            qps: succeeded as f64 / seconds.max(1e-9),
-            cpu_s_per_10k: cpu / succeeded.max(1) as f64 * 10_000.0,
-            failed,
+            qps: done.succeeded as f64 / done.seconds.max(1e-9),
+            cpu_s_per_10k: cpu_seconds / done.succeeded.max(1) as f64 * 10_000.0,
+            failed: done.failed,
         })
         .collect();
     Ok(Some(rows))
@@ -108,7 +108,15 @@ fn answers_get_user(address: &str) -> anyhow::Result<()> {
     })
 }
 
-/// What h2load reported for one round.
+/// One server's rounds, summed.
+#[derive(Clone, Default)]
+struct Total {
+    done: Done,
+    cpu_seconds: f64,
+}
+
+/// What h2load reported for one round (or, summed, for several).
+#[derive(Clone, Default)]
 struct Done {
     succeeded: u64,
     failed: u64,
