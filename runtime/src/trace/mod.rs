@@ -99,10 +99,11 @@ struct ServerTracing(Tracing);
 
 impl Wrapper for ServerTracing {
     fn call(&self, call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
-        let parent = self
-            .0
-            .propagator
-            .extract(&MetadataExtractor(call.ctx.metadata()));
+        // The parent comes from the wire only, never from whatever the serving task has.
+        let parent = self.0.propagator.extract_with_context(
+            &opentelemetry::Context::new(),
+            &MetadataExtractor(call.ctx.metadata()),
+        );
         let kind = match call.ctx.operation() {
             Operation::Rpc(_) => SpanKind::Server,
             Operation::Message(_) => SpanKind::Consumer,

@@ -57,69 +57,74 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `00-<trace id>-<span id>-<flags>`, only the sampled flag kept.
 fn traceparent(sc: &SpanContext) -> String {
-    let mut out = Vec::with_capacity(55);
-    out.extend_from_slice(b"00-");
-    push_hex(&mut out, &sc.trace_id().to_bytes());
-    out.push(b'-');
-    push_hex(&mut out, &sc.span_id().to_bytes());
-    out.push(b'-');
-    push_hex(
-        &mut out,
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    write_hex(&mut out[3..35], &sc.trace_id().to_bytes());
+    write_hex(&mut out[36..52], &sc.span_id().to_bytes());
+    write_hex(
+        &mut out[53..],
         &[(sc.trace_flags() & TraceFlags::SAMPLED).to_u8()],
     );
     // Only ASCII hex digits and dashes were written.
-    String::from_utf8(out).unwrap_or_default()
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 0xf) as usize]);
+/// Writes `bytes` as lowercase hex into `out`, two digits per byte.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 0xf) as usize];
     }
 }
 
-/// Parses a `traceparent`; `None` for anything malformed (the caller starts a new trace).
+/// Parses a `traceparent` by position, as the W3C parsing rules lay it out:
+/// `vv-<32 hex>-<16 hex>-ff`, exactly 55 characters for version 00, and for later versions
+/// either 55 or more fields after another dash. `None` for anything malformed (the caller
+/// starts a new trace).
 fn parse_traceparent(header: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    let mut parts = header.trim().split_terminator('-');
-    let version = hex_byte(parts.next()?)?;
-    if version == 0xff {
+    let header = header.trim().as_bytes();
+    let (fields, rest) = header.split_at_checked(55)?;
+    if fields[2] != b'-' || fields[35] != b'-' || fields[52] != b'-' {
         return None;
     }
-    let trace_id = TraceId::from_bytes(hex_array::<16>(parts.next()?)?);
-    let span_id = SpanId::from_bytes(hex_array::<8>(parts.next()?)?);
-    let flags = TraceFlags::new(hex_byte(parts.next()?)?) & TraceFlags::SAMPLED;
-    // Version 00 has exactly four fields; later versions may append more.
-    if version == 0 && parts.next().is_some() {
-        return None;
-    }
-    (trace_id != TraceId::INVALID && span_id != SpanId::INVALID)
+    let version = hex_array::<1>(&fields[..2])?[0];
+    let trace_id = TraceId::from_bytes(hex_array::<16>(&fields[3..35])?);
+    let span_id = SpanId::from_bytes(hex_array::<8>(&fields[36..52])?);
+    let flags = TraceFlags::new(hex_array::<1>(&fields[53..])?[0]) & TraceFlags::SAMPLED;
+    let rest_ok = match version {
+        0xff => false,
+        0 => rest.is_empty(),
+        _ => rest.is_empty() || rest[0] == b'-',
+    };
+    (rest_ok && trace_id != TraceId::INVALID && span_id != SpanId::INVALID)
         .then_some((trace_id, span_id, flags))
 }
 
-fn hex_byte(s: &str) -> Option<u8> {
-    Some(hex_array::<1>(s)?[0])
-}
-
 /// Exactly `2 * N` lowercase hex digits.
-fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let s = s.as_bytes();
+fn hex_array<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    // Checked once at the end: a digit outside the table sets a high bit.
+    let mut invalid = 0;
+    for (byte, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (high, low) = (UNHEX[pair[0] as usize], UNHEX[pair[1] as usize]);
+        invalid |= high | low;
+        *byte = (high << 4) | (low & 0xf);
     }
-    Some(out)
+    (invalid & 0xf0 == 0).then_some(out)
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// The value of each lowercase hex digit; 0xff for every other byte.
+static UNHEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[HEX[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -195,6 +200,22 @@ mod tests {
             let (ours, sdk) = extract_both(&[("traceparent", bad)]);
             assert!(!ours.is_valid(), "{bad:?} must be rejected");
             assert!(!sdk.is_valid(), "oracle disagrees on {bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_fields_by_position_as_w3c_says() {
+        let id = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        // Version 00 is exactly 55 characters; later versions may add fields after a dash.
+        for (header, valid) in [
+            (format!("00-{id}"), true),
+            (format!("00-{id}-"), false),
+            (format!("01-{id}-more"), true),
+            (format!("01-{id}more"), false),
+            (format!("00_{id}"), false),
+        ] {
+            let parsed = parse_traceparent(&header);
+            assert_eq!(parsed.is_some(), valid, "{header}");
         }
     }
 
