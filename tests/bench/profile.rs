@@ -24,7 +24,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     runtime.block_on(async {
         // The receiver runs in its own process, so its decoding is not counted here.
         let receiver = crate::child::Child::start(&["receive".into()])?;
-        let (calls, allocations) = match variant.as_str() {
+        let Measured {
+            calls,
+            allocations,
+            future_bytes,
+        } = match variant.as_str() {
             "tonic" => profile_tonic(n).await?,
             "off" => profile_micro(n, None).await?,
             percent => {
@@ -40,14 +44,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
         };
         println!(
-            "{variant}: {calls} calls, {:.1} allocations/call",
+            "{variant}: {calls} calls, {:.1} allocations/call, {future_bytes} B per call future",
             allocations as f64 / calls as f64
         );
         Ok(())
     })
 }
 
-async fn profile_tonic(n: u64) -> anyhow::Result<(u64, u64)> {
+async fn profile_tonic(n: u64) -> anyhow::Result<Measured> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let incoming = micro_otel_tests::harness::incoming(listener);
@@ -74,7 +78,7 @@ async fn profile_tonic(n: u64) -> anyhow::Result<(u64, u64)> {
     measure(n, call).await
 }
 
-async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<(u64, u64)> {
+async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<Measured> {
     let mut builder =
         Service::builder("bench.server").registry(micro_otel::discovery::MemoryRegistry::new());
     builder = match telemetry {
@@ -105,12 +109,21 @@ async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<
     result
 }
 
-/// Warms up, then makes `n` calls one after the other; returns calls and allocations.
-async fn measure<F, Fut>(n: u64, call: F) -> anyhow::Result<(u64, u64)>
+/// What [`measure`] found.
+struct Measured {
+    calls: u64,
+    allocations: u64,
+    /// Size of one call's future: every move of it is a copy this large.
+    future_bytes: usize,
+}
+
+/// Warms up, then makes `n` calls one after the other.
+async fn measure<F, Fut>(n: u64, call: F) -> anyhow::Result<Measured>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
+    let future_bytes = std::mem::size_of_val(&call());
     for _ in 0..100 {
         call().await?;
     }
@@ -118,5 +131,9 @@ where
     for _ in 0..n {
         call().await?;
     }
-    Ok((n, crate::alloc::count() - before))
+    Ok(Measured {
+        calls: n,
+        allocations: crate::alloc::count() - before,
+        future_bytes,
+    })
 }

@@ -14,7 +14,8 @@ mod transport;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::future::Either;
+use futures_util::{FutureExt as _, Stream, StreamExt};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -136,31 +137,34 @@ impl Client {
         Ok(config)
     }
 
-    /// Makes a unary call.
-    pub async fn unary<Req, Resp>(
+    /// Makes a unary call. The call's context (parent span, inherited deadline) is taken
+    /// when this is called; generated clients call it when their future is first polled.
+    pub fn unary<Req, Resp>(
         &self,
         target: &Target,
         method: &'static Method,
         request: tonic::Request<Req>,
-    ) -> Result<Resp, Status>
+    ) -> impl Future<Output = Result<Resp, Status>>
     where
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + Clone + 'static,
     {
         let (call, capture) = self.prepare::<Resp, _>(target, method, request, Payload::message);
+        // A combinator over the chosen path, not an `async fn`: that would hold the call and
+        // the future it awaits side by side, and each move of the future copies both.
         let reply = if self.inner.chain.is_bare() {
             // Nothing needs the erased chain: the call runs in the caller's own future.
-            // A unary call's tonic future is several KiB; boxing one per call (the chain's
+            // A unary call's tonic future is over a KiB; boxing one per call (the chain's
             // way) costs a large allocation and copy, which shows under load.
             let selection = &self.inner.selection;
-            selection
-                .run(call, |c| selection.transport().unary(c))
-                .await
+            Either::Left(selection.run(call, |c| selection.transport().unary(c)))
         } else {
-            self.inner.chain.run(call).await
+            Either::Right(self.inner.chain.run(call))
         };
-        capture.record(&reply);
-        reply?.payload.into_message()
+        reply.map(move |reply| {
+            capture.record(&reply);
+            reply?.payload.into_message()
+        })
     }
 
     /// Makes a server-streaming call; the span ends when the returned stream does.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use tonic::Status;
@@ -172,15 +173,21 @@ impl Selection {
     /// Picks the node the call goes to (unless it is direct or already has one), sends it
     /// with `send`, tells the selector how it went, and retries on another node when the
     /// policy allows.
-    pub(crate) fn run<Fut>(
-        &self,
+    pub(crate) fn run<'a, Fut>(
+        &'a self,
         call: Call,
-        send: impl Fn(Call) -> Fut,
-    ) -> impl Future<Output = Result<Reply, Status>>
+        send: impl Fn(Call) -> Fut + 'a,
+    ) -> impl Future<Output = Result<Reply, Status>> + 'a
     where
-        Fut: Future<Output = Result<Reply, Status>>,
+        Fut: Future<Output = Result<Reply, Status>> + 'a,
     {
-        self.0.run(call, send)
+        if needs_pick(&call) {
+            // Boxed: picking and retrying hold a copy of the call and more, which a direct
+            // call's future would otherwise carry (and copy on every move) for nothing.
+            Either::Right(Box::pin(self.0.run(call, send)))
+        } else {
+            Either::Left(send(call))
+        }
     }
 
     /// The transport behind the selection.
@@ -190,22 +197,20 @@ impl Selection {
 }
 
 impl Shared {
+    /// Picks, sends and retries a call that [`needs_pick`].
     async fn run<Fut>(&self, mut call: Call, send: impl Fn(Call) -> Fut) -> Result<Reply, Status>
     where
         Fut: Future<Output = Result<Reply, Status>>,
     {
-        let nodes = match call.ctx.target() {
-            Some(target) if !target.is_direct() && call.ctx.node().is_none() => {
-                match self.cache.known(target.name()) {
-                    Some(Ok(nodes)) => nodes,
-                    _ => {
-                        let target = target.clone();
-                        self.nodes(&target).await?
-                    }
-                }
+        let Some(target) = call.ctx.target() else {
+            return Err(Status::internal("a call to pick a node for has no target"));
+        };
+        let nodes = match self.cache.known(target.name()) {
+            Some(Ok(nodes)) => nodes,
+            _ => {
+                let target = target.clone();
+                self.nodes(&target).await?
             }
-            // A direct address, or a node already chosen by a wrapper: nothing to pick.
-            _ => return send(call).await,
         };
         let idempotent = call.ctx.method().is_some_and(|m| m.idempotent)
             || call.ctx.extensions().get::<Idempotent>().is_some();
@@ -265,14 +270,20 @@ impl Shared {
 
 impl Terminal for Selection {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
-        match call.ctx.target() {
-            Some(target) if !target.is_direct() && call.ctx.node().is_none() => {
-                let shared = self.0.clone();
-                Box::pin(async move { shared.run(call, |c| shared.transport.call(c)).await })
-            }
-            _ => self.0.transport.call(call),
+        if !needs_pick(&call) {
+            return self.0.transport.call(call);
         }
+        let shared = self.0.clone();
+        Box::pin(async move { shared.run(call, |c| shared.transport.call(c)).await })
     }
+}
+
+/// Whether the call goes through the registry: its target is a service name and no
+/// wrapper has chosen its node yet.
+fn needs_pick(call: &Call) -> bool {
+    call.ctx
+        .target()
+        .is_some_and(|target| !target.is_direct() && call.ctx.node().is_none())
 }
 
 /// Records a failed attempt that will be retried, as an event on the call's span.
