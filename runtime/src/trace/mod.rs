@@ -108,7 +108,7 @@ impl Wrapper for ServerTracing {
             Operation::Rpc(_) => SpanKind::Server,
             Operation::Message(_) => SpanKind::Consumer,
         };
-        let cx = start_span(&self.0, &call, kind, parent);
+        let cx = start_span(&self.0, &call, kind, &parent);
         traced(&self.0.tracer, cx, call, next)
     }
 }
@@ -117,12 +117,11 @@ struct ClientTracing(Tracing);
 
 impl Wrapper for ClientTracing {
     fn call(&self, mut call: Call, next: Next) -> BoxFuture<Result<Reply, Status>> {
-        let parent = call.ctx.otel().clone();
         let kind = match call.ctx.operation() {
             Operation::Rpc(_) => SpanKind::Client,
             Operation::Message(_) => SpanKind::Producer,
         };
-        let cx = start_span(&self.0, &call, kind, parent);
+        let cx = start_span(&self.0, &call, kind, call.ctx.otel());
         self.0
             .propagator
             .inject_context(&cx, &mut MetadataInjector(call.ctx.metadata_mut()));
@@ -140,8 +139,10 @@ fn traced(
 ) -> BoxFuture<Result<Reply, Status>> {
     call.ctx.set_otel(cx.clone());
     call.ctx.set_tracer(tracer.clone());
-    let span = OpenSpan::new(cx.clone(), Side::of(&call.ctx), call.ctx.deadline());
+    let side = Side::of(&call.ctx);
+    let deadline = call.ctx.deadline();
     let fut = run_in(&cx, next, call);
+    let span = OpenSpan::new(cx, side, deadline);
     Box::pin(async move { finish(span, fut.await) })
 }
 
@@ -183,7 +184,7 @@ fn start_span(
     tracing: &Tracing,
     call: &Call,
     kind: SpanKind,
-    parent: opentelemetry::Context,
+    parent: &opentelemetry::Context,
 ) -> opentelemetry::Context {
     let ctx = &call.ctx;
     let builder = match ctx.operation() {
@@ -234,7 +235,7 @@ fn start_span(
             builder
         }
     };
-    tracing.tracer.start(builder, &parent, |set| {
+    tracing.tracer.start(builder, parent, |set| {
         let addresses = [
             (
                 ctx.server_address(),
