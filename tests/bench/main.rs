@@ -6,7 +6,7 @@
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc       # only the RPC benchmark
 //! cargo run --release -p micro-otel-tests --bin bench -- rpc --only 10%   # tonic + one variant
 //! cargo run --release -p micro-otel-tests --bin bench -- h2load    # servers under h2load
-//! valgrind --tool=callgrind target/release/bench profile off 2000          # instructions per call
+//! tests/bench/instructions.sh off        # instructions per call: callgrind on `bench profile`
 //! target/release/bench drive micro tonic 10    # one client kind against one server kind
 //! ```
 //!
