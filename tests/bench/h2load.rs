@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::baseline;
 use crate::child::Child;
 use crate::servers::ServerKind;
+use crate::table::relative;
 
 /// How many requests per round, and how many rounds.
 #[derive(Debug, Clone, Copy)]
@@ -173,12 +174,10 @@ pub fn table(rows: &[Row], settings: Settings) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.0} ({:.2}x) | {:.3} ({:.2}x) | {} |\n",
+            "| {} | {} | {} | {} |\n",
             r.server,
-            r.qps,
-            r.qps / base.qps,
-            r.cpu_s_per_10k,
-            r.cpu_s_per_10k / base.cpu_s_per_10k,
+            relative(r.qps, base.qps, 0, ""),
+            relative(r.cpu_s_per_10k, base.cpu_s_per_10k, 3, ""),
             r.failed
         ));
     }

@@ -22,6 +22,7 @@ mod load;
 mod profile;
 mod rpc;
 mod servers;
+mod table;
 mod usage;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::child::Child;
 use crate::load::{self, Caller, Round, Workload};
 use crate::servers::ServerKind;
+use crate::table::relative;
 use crate::usage::Usage;
 
 /// How long and how hard to drive.
@@ -284,21 +285,18 @@ pub fn table(rows: &BTreeMap<&'static str, Vec<Row>>, settings: Settings) -> Str
             "\n{workload}\n| variant | QPS | p50 | p99 | p99.9 | server RSS | CPU s/10k calls | allocs/call | errors |\n|---|---|---|---|---|---|---|---|---|\n"
         ));
         for r in rows {
+            let cells = [
+                relative(r.qps, base.qps, 0, ""),
+                relative(r.p50_us, base.p50_us, 0, "us"),
+                relative(r.p99_us, base.p99_us, 0, "us"),
+                relative(r.p999_us, base.p999_us, 0, "us"),
+                relative(r.rss_mb, base.rss_mb, 1, " MB"),
+                relative(r.cpu_s_per_10k, base.cpu_s_per_10k, 3, ""),
+            ];
             out.push_str(&format!(
-                "| {} | {:.0} ({:.2}x) | {:.0}us ({:.2}x) | {:.0}us ({:.2}x) | {:.0}us ({:.2}x) | {:.1} MB ({:.2}x) | {:.3} ({:.2}x) | {:.1} ({:+.1}) | {} |\n",
+                "| {} | {} | {:.1} ({:+.1}) | {} |\n",
                 r.variant,
-                r.qps,
-                r.qps / base.qps,
-                r.p50_us,
-                r.p50_us / base.p50_us,
-                r.p99_us,
-                r.p99_us / base.p99_us,
-                r.p999_us,
-                r.p999_us / base.p999_us,
-                r.rss_mb,
-                r.rss_mb / base.rss_mb,
-                r.cpu_s_per_10k,
-                r.cpu_s_per_10k / base.cpu_s_per_10k,
+                cells.join(" | "),
                 r.allocs_per_call,
                 r.allocs_per_call - base.allocs_per_call,
                 r.errors
