@@ -276,6 +276,46 @@ async fn a_handler_sets_reply_headers_that_a_typed_client_reads() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_bare_client_calling_an_address_keeps_its_deadline_and_reply_headers() {
+    // No wrappers, no tracing and no registry: such a call builds no context, but it still
+    // sends its deadline and hands back the reply's headers.
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let echo = Echo::default();
+    let server = start_echo("echo", &registry, &spans, echo.clone(), |s| s).await;
+    let client = micro_otel::Client::builder()
+        .tracing(None)
+        .timeout(Duration::from_millis(200))
+        .build();
+    let client = EchoClient::new(&server.local_addr().to_string(), client);
+
+    let mut call = micro_otel::Request::new(request("direct"));
+    let reply = ReplyMetadata::capture(&mut call);
+    assert_eq!(client.unary(call).await.unwrap().message, "direct");
+    assert!(
+        reply
+            .get()
+            .and_then(|md| md.get("x-echo-port").cloned())
+            .is_some(),
+        "the handler's header reached the caller"
+    );
+
+    let slow = EchoRequest {
+        delay_ms: 5_000,
+        ..request("slow")
+    };
+    let status = client.unary(slow).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while !echo.cancelled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server was told the deadline and dropped the handler");
+    server.stop().await.unwrap();
+}
+
 /// Sends `n` slow calls at once; returns how many succeeded.
 async fn concurrent_calls(client: &EchoClient, n: usize) -> usize {
     let slow = EchoRequest {

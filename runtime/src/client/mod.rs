@@ -20,8 +20,8 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::call::{
-    BoxFuture, Call, Context, Deadline, Method, Payload, Reply, RoutingKey, Target, deadline,
-    decode,
+    AnyMessage, BoxFuture, Call, Context, Deadline, Method, Payload, Reply, RoutingKey, Target,
+    deadline, decode,
 };
 use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
 use crate::environment::{ConfigError, FromEnv};
@@ -149,17 +149,36 @@ impl Client {
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + Clone + 'static,
     {
-        let (call, capture) = self.prepare::<Resp, _>(target, method, request, Payload::message);
-        // A combinator over the chosen path, not an `async fn`: that would hold the call and
+        // Combinators over the chosen path, not an `async fn`: that would hold the call and
         // the future it awaits side by side, and each move of the future copies both.
-        let reply = if self.inner.chain.is_bare() {
+        let selection = &self.inner.selection;
+        let (reply, capture) = if !self.inner.chain.is_bare() {
+            let (call, capture) =
+                self.prepare::<Resp, _>(target, method, request, Payload::message);
+            (Either::Right(self.inner.chain.run(call)), capture)
+        } else if target.is_direct() {
+            // No wrapper and no selector: nothing would read a context, so none is built,
+            // and the request goes to the transport as a plain tonic client sends it.
+            let (metadata, mut extensions, message) = request.into_parts();
+            let deadline = self.deadline(&metadata, &opentelemetry::Context::current());
+            let capture = Capture(extensions.remove::<ReplyMetadata>());
+            let send = selection.transport().unary_to(
+                target.name(),
+                method,
+                decode::<Resp>,
+                metadata,
+                deadline,
+                AnyMessage::new(message),
+            );
+            (Either::Left(Either::Left(send)), capture)
+        } else {
             // Nothing needs the erased chain: the call runs in the caller's own future.
             // A unary call's tonic future is over a KiB; boxing one per call (the chain's
             // way) costs a large allocation and copy, which shows under load.
-            let selection = &self.inner.selection;
-            Either::Left(selection.run(call, |c| selection.transport().unary(c)))
-        } else {
-            Either::Right(self.inner.chain.run(call))
+            let (call, capture) =
+                self.prepare::<Resp, _>(target, method, request, Payload::message);
+            let send = selection.run(call, |c| selection.transport().unary(c));
+            (Either::Left(Either::Right(send)), capture)
         };
         reply.map(move |reply| {
             capture.record(&reply);
@@ -243,9 +262,7 @@ impl Client {
         }
     }
 
-    /// Builds the call's [`Context`]. Its deadline is the earliest of: the request's
-    /// timeout, the client's default timeout, and the deadline of the call being served,
-    /// if any.
+    /// Builds the call's [`Context`], with its [`Client::deadline`].
     fn prepare<Resp, T>(
         &self,
         target: &Target,
@@ -258,14 +275,7 @@ impl Client {
     {
         let (metadata, mut extensions, message) = request.into_parts();
         let current = opentelemetry::Context::current();
-        let deadline = [
-            deadline::from_metadata(&metadata),
-            self.inner.timeout.map(|t| Instant::now() + t),
-            current.get::<Deadline>().map(|d| d.0),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let deadline = self.deadline(&metadata, &current);
         let mut ctx = Context::new(method, metadata);
         ctx.set_deadline(deadline);
         ctx.set_target(target.clone());
@@ -277,6 +287,26 @@ impl Client {
             *ctx.extensions_mut() = extensions;
         }
         (Call::new(ctx, payload(message)), capture)
+    }
+}
+
+impl Client {
+    /// A call's deadline: the earliest of the request's timeout (`grpc-timeout` in its
+    /// `metadata`), the client's default timeout, and the deadline of the call being
+    /// served in `current`, if any.
+    fn deadline(
+        &self,
+        metadata: &MetadataMap,
+        current: &opentelemetry::Context,
+    ) -> Option<Instant> {
+        [
+            deadline::from_metadata(metadata),
+            self.inner.timeout.map(|t| Instant::now() + t),
+            current.get::<Deadline>().map(|d| d.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 

@@ -8,11 +8,13 @@ use futures_util::future::Either;
 use futures_util::{FutureExt as _, StreamExt as _, TryFutureExt as _};
 use http::uri::PathAndQuery;
 use tonic::client::Grpc;
+use tonic::metadata::MetadataMap;
 use tonic::{Extensions, Status};
 
 use super::pool::{Conn, Pool};
 use crate::call::{
-    AnyMessage, BoxFuture, Call, ErasedCodec, MessageStream, Payload, Reply, deadline,
+    AnyMessage, BoxFuture, Call, Decode, ErasedCodec, MessageStream, Method, Payload, Reply,
+    deadline,
 };
 use crate::wrapper::Terminal;
 
@@ -36,7 +38,7 @@ impl Transport {
             (None, Some(target)) if target.is_direct() => target.name(),
             _ => return Err(Status::internal("no node was selected for the call")),
         };
-        let grpc = Grpc::new(self.pool.get(address)?);
+        let conn = self.pool.get(address)?;
         let Call { ctx, payload } = call;
         let (Some(method), Some(decode)) = (ctx.method(), ctx.decode_reply()) else {
             return Err(Status::internal(
@@ -44,23 +46,10 @@ impl Transport {
             ));
         };
         let deadline = ctx.deadline();
-        let mut metadata = ctx.into_metadata();
-        if let Some(deadline) = deadline {
-            deadline::to_metadata(deadline, &mut metadata);
-        }
-        let send = Outgoing {
-            grpc,
-            path: PathAndQuery::from_static(method.path),
-            server_streams: method.kind.server_streams(),
-            codec: ErasedCodec(decode),
-            metadata,
-            deadline,
-        };
+        let send = Outgoing::new(conn, method, decode, ctx.into_metadata(), deadline);
         Ok((send, payload))
     }
-}
 
-impl Transport {
     /// Sends a unary call in the caller's own future, unboxed.
     pub(crate) fn unary(&self, call: Call) -> impl Future<Output = Result<Reply, Status>> {
         match self.prepare(call) {
@@ -68,6 +57,26 @@ impl Transport {
             Ok(_) => Either::Right(std::future::ready(Err(Status::internal(
                 "not a unary call",
             )))),
+            Err(status) => Either::Right(std::future::ready(Err(status))),
+        }
+    }
+
+    /// Sends a unary call to `address` without a [`Call`]: for a call that nothing but
+    /// the transport would see (no wrappers, a direct address), as a plain tonic client
+    /// sends it.
+    pub(crate) fn unary_to(
+        &self,
+        address: &str,
+        method: &'static Method,
+        decode: Decode,
+        metadata: MetadataMap,
+        deadline: Option<Instant>,
+        message: AnyMessage,
+    ) -> impl Future<Output = Result<Reply, Status>> {
+        match self.pool.get(address) {
+            Ok(conn) => {
+                Either::Left(Outgoing::new(conn, method, decode, metadata, deadline).unary(message))
+            }
             Err(status) => Either::Right(std::future::ready(Err(status))),
         }
     }
@@ -100,12 +109,32 @@ struct Outgoing {
     path: PathAndQuery,
     server_streams: bool,
     codec: ErasedCodec,
-    metadata: tonic::metadata::MetadataMap,
+    metadata: MetadataMap,
     deadline: Option<Instant>,
 }
 
 impl Outgoing {
-    fn request<T>(metadata: tonic::metadata::MetadataMap, message: T) -> tonic::Request<T> {
+    fn new(
+        conn: Conn,
+        method: &'static Method,
+        decode: Decode,
+        mut metadata: MetadataMap,
+        deadline: Option<Instant>,
+    ) -> Self {
+        if let Some(deadline) = deadline {
+            deadline::to_metadata(deadline, &mut metadata);
+        }
+        Self {
+            grpc: Grpc::new(conn),
+            path: PathAndQuery::from_static(method.path),
+            server_streams: method.kind.server_streams(),
+            codec: ErasedCodec(decode),
+            metadata,
+            deadline,
+        }
+    }
+
+    fn request<T>(metadata: MetadataMap, message: T) -> tonic::Request<T> {
         tonic::Request::from_parts(metadata, Extensions::default(), message)
     }
 
