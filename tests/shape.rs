@@ -381,10 +381,15 @@ async fn tower_http_layers_set_headers_on_both_sides() {
     use http::header::HeaderName;
     use tower_http::set_header::{SetRequestHeaderLayer, SetResponseHeaderLayer};
     let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    /// What a server layer puts in the request's extensions.
+    #[derive(Clone)]
+    struct Tenant(&'static str);
     let seen = Arc::new(Mutex::new(None));
-    let log = seen.clone();
+    let tenant = Arc::new(Mutex::new(None));
+    let (log, log_tenant) = (seen.clone(), tenant.clone());
     let read_header = wrapper::from_fn(move |call: Call, next: Next| {
         *log.lock().unwrap() = call.ctx.metadata().get("x-from-client").cloned();
+        *log_tenant.lock().unwrap() = call.ctx.extensions().get::<Tenant>().map(|t| t.0);
         next.run(call)
     });
     let server = start_echo("echo", &registry, &spans, Echo::default(), |s| {
@@ -392,6 +397,12 @@ async fn tower_http_layers_set_headers_on_both_sides() {
             .layer(SetResponseHeaderLayer::overriding(
                 HeaderName::from_static("x-from-server"),
                 HeaderValue::from_static("yes"),
+            ))
+            .layer(tower::util::MapRequestLayer::new(
+                |mut req: http::Request<micro_otel::codegen::Body>| {
+                    req.extensions_mut().insert(Tenant("acme"));
+                    req
+                },
             ))
     })
     .await;
@@ -416,6 +427,11 @@ async fn tower_http_layers_set_headers_on_both_sides() {
     );
     let server_header = reply.get().and_then(|md| md.get("x-from-server").cloned());
     assert_eq!(server_header.unwrap().to_str().unwrap(), "yes");
+    assert_eq!(
+        *tenant.lock().unwrap(),
+        Some("acme"),
+        "a server layer's request extension reaches the handler's context"
+    );
     server.stop().await.unwrap();
 }
 
@@ -603,7 +619,7 @@ async fn publish_and_process_operations_get_producer_and_consumer_spans() {
     let spans = Spans::default();
     let tracing = Tracing::new(&spans.provider());
     let message = |kind, group: Option<&str>| {
-        Operation::Message(Messaging {
+        Operation::from(Messaging {
             topic: "user.created".into(),
             kind,
             system: "memory",

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TraceContextExt;
 use tonic::metadata::MetadataMap;
+use tonic::transport::server::TcpConnectInfo;
 
 use super::codec::Decode;
 use super::method::Method;
@@ -19,8 +20,8 @@ use super::target::{NetAddress, Target};
 pub enum Operation {
     /// A call of an RPC method (either side).
     Rpc(&'static Method),
-    /// A pub/sub message, sent or processed.
-    Message(Messaging),
+    /// A pub/sub message, sent or processed (shared, so that a context stays small).
+    Message(Arc<Messaging>),
 }
 
 impl From<&'static Method> for Operation {
@@ -31,7 +32,7 @@ impl From<&'static Method> for Operation {
 
 impl From<Messaging> for Operation {
     fn from(messaging: Messaging) -> Self {
-        Operation::Message(messaging)
+        Operation::Message(Arc::new(messaging))
     }
 }
 
@@ -87,11 +88,8 @@ pub struct Context {
     operation: Operation,
     metadata: MetadataMap,
     deadline: Option<Instant>,
-    remote_addr: Option<SocketAddr>,
-    local_addr: Option<SocketAddr>,
     target: Option<Target>,
     node: Option<Arc<Node>>,
-    routing_key: Option<RoutingKey>,
     reply_metadata: Option<Arc<Mutex<MetadataMap>>>,
     decode_reply: Option<Decode>,
     extensions: http::Extensions,
@@ -112,11 +110,8 @@ impl Context {
             operation: operation.into(),
             metadata,
             deadline: None,
-            remote_addr: None,
-            local_addr: None,
             target: None,
             node: None,
-            routing_key: None,
             reply_metadata: None,
             decode_reply: None,
             extensions: http::Extensions::new(),
@@ -174,24 +169,24 @@ impl Context {
 
     /// Address of the peer that sent the request (server side).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.remote_addr
+        self.connection()?.remote_addr()
     }
 
     /// The local address the request arrived on (server side).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+        self.connection()?.local_addr()
     }
 
-    /// Sets the peer's and the local address of a request being served.
-    pub(crate) fn set_addrs(&mut self, remote: Option<SocketAddr>, local: Option<SocketAddr>) {
-        self.remote_addr = remote;
-        self.local_addr = local;
+    /// The connection a request being served came on, as tonic's server records it in the
+    /// request's extensions (which the context keeps).
+    fn connection(&self) -> Option<&TcpConnectInfo> {
+        self.extensions.get::<TcpConnectInfo>()
     }
 
     /// The server side of the call: the service or host called (client), the local
     /// listening address (server).
     pub fn server_address(&self) -> Option<NetAddress> {
-        match self.local_addr {
+        match self.local_addr() {
             Some(local) => Some(NetAddress::from_socket(local)),
             None => self.target.as_ref().map(|t| t.address().clone()),
         }
@@ -199,7 +194,7 @@ impl Context {
 
     /// The calling side, on the server: the peer's address.
     pub fn client_address(&self) -> Option<NetAddress> {
-        self.remote_addr.map(NetAddress::from_socket)
+        self.remote_addr().map(NetAddress::from_socket)
     }
 
     /// What a client call is addressed to: a registry name or a direct address.
@@ -222,14 +217,17 @@ impl Context {
         self.node = node;
     }
 
-    /// The key selectors may route by.
+    /// The key selectors may route by (kept in the [`Context::extensions`]).
     pub fn routing_key(&self) -> Option<&RoutingKey> {
-        self.routing_key.as_ref()
+        self.extensions.get::<RoutingKey>()
     }
 
     /// Sets the key selectors may route by.
     pub fn set_routing_key(&mut self, key: Option<RoutingKey>) {
-        self.routing_key = key;
+        match key {
+            Some(key) => self.extensions.insert(key),
+            None => self.extensions.remove::<RoutingKey>(),
+        };
     }
 
     /// Headers a handler sends back with its reply (gRPC's `SetHeader`); on an error they
@@ -254,7 +252,8 @@ impl Context {
         self.decode_reply = Some(decode);
     }
 
-    /// Typed values wrappers hand each other, as in tonic's request extensions.
+    /// Typed values wrappers hand each other, as in tonic's request extensions. On the
+    /// server they start as the request's: what tonic's server and tower layers put there.
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
     }

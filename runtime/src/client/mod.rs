@@ -20,8 +20,8 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::call::{
-    AnyMessage, BoxFuture, Call, Context, Deadline, Method, Payload, Reply, RoutingKey, Target,
-    deadline, decode,
+    AnyMessage, BoxFuture, Call, Context, Deadline, Method, Payload, Reply, Target, deadline,
+    decode,
 };
 use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
 use crate::environment::{ConfigError, FromEnv};
@@ -281,11 +281,9 @@ impl Client {
         ctx.set_target(target.clone());
         ctx.set_otel(current);
         ctx.set_decode_reply(decode::<Resp>);
-        ctx.set_routing_key(extensions.remove::<RoutingKey>());
+        // The request's extensions (a RoutingKey among them) become the context's.
         let capture = Capture(extensions.remove::<ReplyMetadata>());
-        if !extensions.is_empty() {
-            *ctx.extensions_mut() = extensions;
-        }
+        *ctx.extensions_mut() = extensions;
         (Call::new(ctx, payload(message)), capture)
     }
 }

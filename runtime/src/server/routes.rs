@@ -15,7 +15,6 @@ use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use tonic::body::Body as HttpBody;
 use tonic::server::Grpc;
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Extensions, Status};
 use tower::service_fn;
 
@@ -170,8 +169,8 @@ async fn reply_stream(
 }
 
 impl Route {
-    /// Builds the [`Context`] from the incoming request (with the connection's addresses,
-    /// when a tonic server put them there) and runs the chain.
+    /// Builds the [`Context`] from the incoming request (its extensions hold the
+    /// connection's addresses, when a tonic server put them there) and runs the chain.
     fn call<T>(
         &self,
         request: tonic::Request<T>,
@@ -181,9 +180,7 @@ impl Route {
         let deadline = deadline::from_metadata(&metadata);
         let mut ctx = Context::new(self.method, metadata);
         ctx.set_deadline(deadline);
-        if let Some(conn) = extensions.get::<TcpConnectInfo>() {
-            ctx.set_addrs(conn.remote_addr(), conn.local_addr());
-        }
+        *ctx.extensions_mut() = extensions;
         self.chain.run(Call::new(ctx, payload(message)))
     }
 }
