@@ -247,10 +247,7 @@ async fn a_handler_sets_reply_headers_that_a_typed_client_reads() {
         .unary(call)
         .await
         .unwrap();
-    let port = reply
-        .get()
-        .and_then(|md| md.get("x-echo-port").cloned())
-        .expect("the handler's header reached the typed client");
+    let port = echo_port(&reply).expect("the handler's header reached the typed client");
     assert_eq!(
         port.to_str().unwrap(),
         server.local_addr().port().to_string()
@@ -267,13 +264,17 @@ async fn a_handler_sets_reply_headers_that_a_typed_client_reads() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(
-        on_error
-            .get()
-            .and_then(|md| md.get("x-echo-port").cloned())
-            .is_some(),
+        echo_port(&on_error).is_some(),
         "headers set before an error go with the status"
     );
     server.stop().await.unwrap();
+}
+
+/// The port the echo handler reported in its reply headers, if they were captured.
+fn echo_port(
+    reply: &ReplyMetadata,
+) -> Option<micro_otel::metadata::MetadataValue<micro_otel::metadata::Ascii>> {
+    reply.get()?.get("x-echo-port").cloned()
 }
 
 #[tokio::test]
@@ -293,10 +294,7 @@ async fn a_bare_client_calling_an_address_keeps_its_deadline_and_reply_headers()
     let reply = ReplyMetadata::capture(&mut call);
     assert_eq!(client.unary(call).await.unwrap().message, "direct");
     assert!(
-        reply
-            .get()
-            .and_then(|md| md.get("x-echo-port").cloned())
-            .is_some(),
+        echo_port(&reply).is_some(),
         "the handler's header reached the caller"
     );
 
