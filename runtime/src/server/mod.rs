@@ -23,6 +23,8 @@ use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 pub use routes::{Routes, RoutesBuilder};
 pub use tonic::server::NamedService;
 
+use crate::call::BoxFuture;
+
 /// The server as its tower layers see it: one HTTP/2 request in, one response out.
 pub type BoxHttpService =
     BoxCloneSyncService<http::Request<HttpBody>, http::Response<HttpBody>, BoxError>;
@@ -69,26 +71,15 @@ impl Router {
         }
     }
 
-    /// The services as one tower service, routed as tonic's own server routes (an axum
-    /// router with a route per service); any other path is answered UNIMPLEMENTED.
-    fn into_service(self) -> tonic::service::Routes {
-        let unknown = service_fn(|req: http::Request<axum::body::Body>| {
-            let service = req.uri().path().split('/').nth(1).unwrap_or_default();
-            let status = Status::unimplemented(format!("unknown service {service:?}"));
-            std::future::ready(Ok::<_, Infallible>(status.into_http::<HttpBody>()))
-        });
-        let router = self.services.into_values().fold(
-            axum::Router::new().fallback_service(unknown),
-            |router, routes| {
-                let path = format!("/{}/{{*method}}", routes.service_name());
-                router.route_service(
-                    &path,
-                    routes
-                        .map_request(|req: http::Request<axum::body::Body>| req.map(HttpBody::new)),
-                )
-            },
-        );
-        tonic::service::Routes::from(router).prepare()
+    fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
+        let service = req.uri().path().split('/').nth(1).unwrap_or_default();
+        match self.services.get(service) {
+            Some(routes) => routes.serve(req),
+            None => {
+                let status = Status::unimplemented(format!("unknown service {service:?}"));
+                Box::pin(async move { status.into_http() })
+            }
+        }
     }
 }
 
@@ -120,7 +111,8 @@ impl RunningServer {
         let stopped = async move {
             let _ = signal.changed().await;
         };
-        let serve = router.into_service();
+        let router = Arc::new(router);
+        let serve = service_fn(move |req| router.serve(req).map(Ok::<_, Infallible>));
         // hyper's own default, which tonic's server leaves unlimited.
         let server = tonic::transport::Server::builder().max_concurrent_streams(200);
         let task = match layer {
@@ -128,11 +120,7 @@ impl RunningServer {
                 server.serve_with_incoming_shutdown(serve, incoming, stopped),
             )),
             Some(layer) => {
-                let layered = layer(BoxCloneSyncService::new(ServiceExt::<
-                    http::Request<HttpBody>,
-                >::map_err(
-                    serve, BoxError::from
-                )));
+                let layered = layer(BoxCloneSyncService::new(serve.map_err(BoxError::from)));
                 // A layer's error, in readiness or in the call, is answered as a status.
                 let answered = service_fn(move |req| {
                     layered.clone().oneshot(req).map(|answer| {
