@@ -2,7 +2,8 @@
 //! against one server kind in a child process, GetUser with 64 calls in flight, printing
 //! QPS, latency percentiles and each side's CPU per 10k calls. Mixing kinds tells whose side a cost is on, and
 //! `perf record` on this process profiles one client alone. `BENCH_CONCURRENCY` sets the
-//! calls in flight (default 64).
+//! calls in flight (default 64). `BENCH_PIN=1` puts this process on CPU 0 and the server on
+//! CPU 1, so that neither side's cost depends on how the two share the cores.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         },
         other => anyhow::bail!("unknown server kind {other:?}"),
     };
+    pin_if_asked(0)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut child = Child::start(&server_kind.args())?;
@@ -65,4 +67,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// With `BENCH_PIN` set, keeps the calling thread, and the threads it starts later, on `cpu`.
+pub fn pin_if_asked(cpu: usize) -> anyhow::Result<()> {
+    if std::env::var_os("BENCH_PIN").is_none() {
+        return Ok(());
+    }
+    // SAFETY: a zeroed `cpu_set_t` is the empty set, `CPU_SET` writes within it, and
+    // `sched_setaffinity` only reads it.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if pinned != 0 {
+        anyhow::bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }

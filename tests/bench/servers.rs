@@ -67,6 +67,7 @@ pub fn store() -> Arc<Store> {
 /// `bench serve …`: serves until stdin closes.
 pub fn serve(args: &[String]) -> anyhow::Result<()> {
     let kind = ServerKind::parse(args)?;
+    crate::drive::pin_if_asked(1)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let addresses = match kind {
