@@ -69,7 +69,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// With `BENCH_PIN` set, keeps the calling thread, and the threads it starts later, on `cpu`.
+/// With `BENCH_PIN` set, keeps the calling thread, and the threads it starts later, on `cpu`
+/// (the drive and the RPC benchmark put clients on CPU 0, server children on CPU 1).
 pub fn pin_if_asked(cpu: usize) -> anyhow::Result<()> {
     if std::env::var_os("BENCH_PIN").is_none() {
         return Ok(());

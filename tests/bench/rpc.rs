@@ -71,8 +71,10 @@ pub struct Row {
     pub errors: u64,
 }
 
-/// Runs the benchmark and returns rows per workload.
+/// Runs the benchmark and returns rows per workload. With `BENCH_PIN` set, the clients run
+/// on CPU 0 and the servers on CPU 1.
 pub fn run(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, Vec<Row>>> {
+    crate::drive::pin_if_asked(0)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run_async(settings))
 }
