@@ -160,7 +160,8 @@ impl Client {
             // No wrapper and no selector: nothing would read a context, so none is built,
             // and the request goes to the transport as a plain tonic client sends it.
             let (metadata, mut extensions, message) = request.into_parts();
-            let deadline = self.deadline(&metadata, &opentelemetry::Context::current());
+            let inherited = opentelemetry::Context::map_current(inherited_deadline);
+            let deadline = self.deadline(&metadata, inherited);
             let capture = Capture(extensions.remove::<ReplyMetadata>());
             let send = selection.transport().unary_to(
                 target.name(),
@@ -275,7 +276,7 @@ impl Client {
     {
         let (metadata, mut extensions, message) = request.into_parts();
         let current = opentelemetry::Context::current();
-        let deadline = self.deadline(&metadata, &current);
+        let deadline = self.deadline(&metadata, inherited_deadline(&current));
         let mut ctx = Context::new(method, metadata);
         ctx.set_deadline(deadline);
         ctx.set_target(target.clone());
@@ -286,26 +287,25 @@ impl Client {
         *ctx.extensions_mut() = extensions;
         (Call::new(ctx, payload(message)), capture)
     }
-}
 
-impl Client {
     /// A call's deadline: the earliest of the request's timeout (`grpc-timeout` in its
-    /// `metadata`), the client's default timeout, and the deadline of the call being
-    /// served in `current`, if any.
-    fn deadline(
-        &self,
-        metadata: &MetadataMap,
-        current: &opentelemetry::Context,
-    ) -> Option<Instant> {
+    /// `metadata`), the client's default timeout, and the `inherited` deadline of the call
+    /// being served, if any.
+    fn deadline(&self, metadata: &MetadataMap, inherited: Option<Instant>) -> Option<Instant> {
         [
             deadline::from_metadata(metadata),
             self.inner.timeout.map(|t| Instant::now() + t),
-            current.get::<Deadline>().map(|d| d.0),
+            inherited,
         ]
         .into_iter()
         .flatten()
         .min()
     }
+}
+
+/// The deadline of the call being served in `cx`, which calls made inside it inherit.
+fn inherited_deadline(cx: &opentelemetry::Context) -> Option<Instant> {
+    cx.get::<Deadline>().map(|d| d.0)
 }
 
 /// Where a call's reply metadata goes, if its caller asked for it.
