@@ -38,13 +38,18 @@ pub(crate) fn parse_timeout(value: &str) -> Option<Duration> {
 }
 
 /// Writes the time left until `deadline` as a `grpc-timeout` header (millisecond precision,
-/// at most 8 digits as the gRPC spec requires).
+/// at most 8 digits as the gRPC spec requires). Rounded up: a timer started from the header
+/// (tonic's channel starts one) must not end before the call's own deadline, or the call
+/// fails as CANCELLED instead of DEADLINE_EXCEEDED.
 pub(crate) fn to_metadata(deadline: Instant, metadata: &mut MetadataMap) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let value = if left.as_millis() < 100_000_000 {
-        format!("{}m", left.as_millis().max(1))
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_nanos();
+    let millis = left.div_ceil(1_000_000);
+    let value = if millis < 100_000_000 {
+        format!("{}m", millis.max(1))
     } else {
-        format!("{}S", left.as_secs().min(99_999_999))
+        format!("{}S", left.div_ceil(1_000_000_000).min(99_999_999))
     };
     if let Ok(value) = MetadataValue::try_from(value) {
         metadata.insert(GRPC_TIMEOUT, value);
@@ -93,5 +98,16 @@ mod tests {
         to_metadata(Instant::now() + Duration::from_millis(1500), &mut md);
         let back = parse_timeout(md.get(GRPC_TIMEOUT).unwrap().to_str().unwrap()).unwrap();
         assert!(back <= Duration::from_millis(1500) && back >= Duration::from_millis(1490));
+    }
+
+    #[test]
+    fn a_timeout_read_back_never_ends_before_the_deadline_it_was_written_from() {
+        for micros in [900, 10_900, 1_500_300] {
+            let deadline = Instant::now() + Duration::from_micros(micros);
+            let mut md = MetadataMap::new();
+            to_metadata(deadline, &mut md);
+            let read = from_metadata(&md).unwrap();
+            assert!(read >= deadline, "{micros}us: {md:?}");
+        }
     }
 }
