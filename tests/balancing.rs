@@ -41,7 +41,7 @@ fn client(registry: &EtcdRegistry, selector: impl Selector) -> EchoClient {
     let client = Client::builder()
         .registry(Arc::new(registry.clone()))
         .selector(Arc::new(selector))
-        .tracing(None)
+        .tracing(false)
         .build();
     EchoClient::new("echo", client)
 }

@@ -217,7 +217,7 @@ async fn a_client_reaches_a_server_by_address() {
     let (_service, running) = echo_service(&registry, &spans).await;
     let client = EchoClient::new(
         &running.local_addr().to_string(),
-        Client::builder().tracing(None).build(),
+        Client::builder().tracing(false).build(),
     );
     assert_eq!(client.unary(say("direct")).await.unwrap().message, "direct");
     running.stop().await.unwrap();
@@ -236,7 +236,7 @@ async fn generated_servers_mount_on_a_plain_tonic_server() {
                 let _ = stopped.await;
             }),
     );
-    let client = Client::builder().tracing(None).build();
+    let client = Client::builder().tracing(false).build();
     let users = UserClient::new(&address.to_string(), client.clone());
     let created = users
         .create_user(create("Tonic"))
@@ -259,7 +259,7 @@ async fn unknown_services_and_methods_are_unimplemented() {
     // The user service is not served here: the path is unknown to the server.
     let users = UserClient::new(
         &running.local_addr().to_string(),
-        Client::builder().tracing(None).build(),
+        Client::builder().tracing(false).build(),
     );
     let status = users.get_user(GetUserRequest { id: 1 }).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -270,7 +270,7 @@ async fn unknown_services_and_methods_are_unimplemented() {
 async fn a_service_with_no_nodes_is_unavailable() {
     let client = Client::builder()
         .registry(Arc::new(MemoryRegistry::new()))
-        .tracing(None)
+        .tracing(false)
         .build();
     let status = EchoClient::new("nobody.home", client)
         .unary(say("hello?"))
@@ -345,19 +345,22 @@ fn generated_constants_name_the_service_and_its_methods() {
     use micro_otel::MethodKind;
     use user::user_methods;
     assert_eq!(user_methods::SERVICE, "user.User");
-    assert_eq!(user_methods::CREATE_USER.path, "/user.User/CreateUser");
+    assert_eq!(user_methods::CREATE_USER.path(), "/user.User/CreateUser");
     assert_eq!(
         user_methods::CREATE_USER.full_name(),
         "user.User/CreateUser"
     );
-    assert_eq!(user_methods::CREATE_USER.kind, MethodKind::Unary);
-    const { assert!(!user_methods::CREATE_USER.idempotent) };
+    assert_eq!(user_methods::CREATE_USER.kind(), MethodKind::Unary);
+    const { assert!(!user_methods::CREATE_USER.is_idempotent()) };
     // `idempotency_level = NO_SIDE_EFFECTS` in the proto.
-    const { assert!(user_methods::GET_USER.idempotent) };
-    assert_eq!(user_methods::WATCH_USERS.kind, MethodKind::ServerStreaming);
+    const { assert!(user_methods::GET_USER.is_idempotent()) };
     assert_eq!(
-        echo::echo_methods::CLIENT_STREAM.kind,
+        user_methods::WATCH_USERS.kind(),
+        MethodKind::ServerStreaming
+    );
+    assert_eq!(
+        echo::echo_methods::CLIENT_STREAM.kind(),
         MethodKind::ClientStreaming
     );
-    assert_eq!(echo::echo_methods::BIDI.kind, MethodKind::BidiStreaming);
+    assert_eq!(echo::echo_methods::BIDI.kind(), MethodKind::BidiStreaming);
 }

@@ -56,7 +56,7 @@ async fn a_wrapper_retries_by_running_next_again_with_a_cloned_call() {
         }
     });
     let client = service("caller", &registry, &spans)
-        .wrap_call(retry)
+        .client(|c| c.wrap_call(retry))
         .build();
     let reply = EchoClient::new("echo", client.client())
         .unary(request("again"))
@@ -86,7 +86,7 @@ async fn a_wrapper_reads_the_chosen_node_and_the_request_size() {
         }
     });
     let client = service("caller", &registry, &spans)
-        .wrap_call(measure)
+        .client(|c| c.wrap_call(measure))
         .build();
     let sent = request("twelve bytes");
     EchoClient::new("echo", client.client())
@@ -106,7 +106,7 @@ async fn a_wrapper_reads_the_chosen_node_and_the_request_size() {
     server.stop().await.unwrap();
 }
 
-/// Routes by the `x-zone` header to the node labelled with that zone, and records what it
+/// Dispatch by the `x-zone` header to the node labelled with that zone, and records what it
 /// is told of each call.
 #[derive(Default)]
 struct ZoneSelector {
@@ -222,7 +222,7 @@ async fn a_selector_is_told_of_a_transport_failure() {
     let client = micro_otel::Client::builder()
         .registry(Arc::new(registry))
         .selector(selector.clone())
-        .tracing(None)
+        .tracing(false)
         .retry(micro_otel::client::RetryPolicy::none())
         .build();
     let status = EchoClient::new("echo", client)
@@ -285,7 +285,7 @@ async fn a_bare_client_calling_an_address_keeps_its_deadline_and_reply_headers()
     let echo = Echo::default();
     let server = start_echo("echo", &registry, &spans, echo.clone(), |s| s).await;
     let client = micro_otel::Client::builder()
-        .tracing(None)
+        .tracing(false)
         .timeout(Duration::from_millis(200))
         .build();
     let client = EchoClient::new(&server.local_addr().to_string(), client);
@@ -348,7 +348,7 @@ async fn tower_layers_limit_concurrency_on_the_server_the_channel_and_in_the_cha
     let echo = Echo::default();
     let server = start_echo("open", &registry, &spans, echo.clone(), |s| s).await;
     let caller = service("caller", &registry, &spans)
-        .channel_layer(ConcurrencyLimitLayer::new(1))
+        .client(|c| c.channel_layer(ConcurrencyLimitLayer::new(1)))
         .build();
     let client = EchoClient::new("open", caller.client());
     assert_eq!(concurrent_calls(&client, 4).await, 4);
@@ -358,7 +358,7 @@ async fn tower_layers_limit_concurrency_on_the_server_the_channel_and_in_the_cha
     let echo_peak = echo.peak_in_flight.clone();
     echo_peak.store(0, Ordering::SeqCst);
     let caller = service("caller", &registry, &spans)
-        .wrap_call(wrapper::from_layer(ConcurrencyLimitLayer::new(1)))
+        .client(|c| c.wrap_call(wrapper::from_layer(ConcurrencyLimitLayer::new(1))))
         .build();
     let client = EchoClient::new("open", caller.client());
     assert_eq!(concurrent_calls(&client, 4).await, 4);
@@ -405,10 +405,12 @@ async fn tower_http_layers_set_headers_on_both_sides() {
     })
     .await;
     let caller = service("caller", &registry, &spans)
-        .channel_layer(SetRequestHeaderLayer::overriding(
-            HeaderName::from_static("x-from-client"),
-            HeaderValue::from_static("hello"),
-        ))
+        .client(|c| {
+            c.channel_layer(SetRequestHeaderLayer::overriding(
+                HeaderName::from_static("x-from-client"),
+                HeaderValue::from_static("hello"),
+            ))
+        })
         .build();
     let mut call = micro_otel::Request::new(request("headers"));
     let reply = ReplyMetadata::capture(&mut call);
@@ -528,7 +530,7 @@ async fn the_cache_follows_the_watch_and_the_pool_drops_departed_nodes() {
     let first = start(&counting).await;
     let client = micro_otel::Client::builder()
         .registry(Arc::new(counting.clone()))
-        .tracing(None)
+        .tracing(false)
         .build();
     let echo_client = EchoClient::new("echo", client.clone());
     let first_port = first.local_addr().port().to_string();
@@ -577,7 +579,7 @@ async fn a_wrapper_times_a_whole_stream_with_on_end() {
         }
     });
     let caller = service("caller", &registry, &spans)
-        .wrap_call(timer)
+        .client(|c| c.wrap_call(timer))
         .build();
     let mut stream = EchoClient::new("echo", caller.client())
         .server_stream(EchoRequest {
@@ -737,7 +739,7 @@ async fn a_bad_item_in_a_request_stream_fails_the_call_loudly() {
         next.run(call).await
     });
     let caller = service("caller", &registry, &spans)
-        .wrap_call(spoil_second)
+        .client(|c| c.wrap_call(spoil_second))
         .build();
     let requests = futures_util::stream::iter(vec![request("a"), request("b"), request("c")]);
     let status = EchoClient::new("echo", caller.client())

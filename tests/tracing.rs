@@ -259,7 +259,7 @@ async fn incoming_w3c_context_is_continued_and_a_malformed_one_is_ignored() {
     // A caller that is not micro-otel: plain metadata, no client tracing.
     let raw = EchoClient::new(
         &running.local_addr().to_string(),
-        Client::builder().tracing(None).build(),
+        Client::builder().tracing(false).build(),
     );
 
     let send = |traceparent: &'static str| {

@@ -43,8 +43,10 @@ async fn wrappers_run_in_registration_order_inside_tracing() {
     let service = service("echo.service", &registry, &spans)
         .wrap_handler(logging("handler A", &log))
         .wrap_handler(logging("handler B", &log))
-        .wrap_call(logging("call A", &log))
-        .wrap_call(logging("call B", &log))
+        .client(|c| {
+            c.wrap_call(logging("call A", &log))
+                .wrap_call(logging("call B", &log))
+        })
         .build();
     echo::register_echo_handler(&service, Echo::default())
         .expect("handler registered before start");

@@ -28,7 +28,11 @@ pub(crate) struct ServiceModel {
     pub register_fn: String,
     /// `user_methods`
     pub methods_mod: String,
-    /// A plausible registry name for docs: `user.service`.
+    /// The registry name the proto gives the service (`(micro_otel.service_name)`) as a
+    /// Rust string literal: what the generated client targets by default.
+    pub registry_name_literal: Option<String>,
+    /// A registry name for docs, escaped as in a Rust string: the one the proto gives, else
+    /// a plausible one (`user.service`).
     pub example_target: String,
     /// The methods, in proto order.
     pub methods: Vec<MethodModel>,
@@ -53,10 +57,9 @@ pub(crate) struct MethodModel {
     pub kind: &'static str,
     /// Human words for the kind, for docs.
     pub kind_doc: &'static str,
-    /// `Routes` builder method binding it.
-    pub route: &'static str,
-    /// `Client` method calling it.
-    pub call: &'static str,
+    /// `unary`, `server_streaming`, `client_streaming` or `streaming`: the name of both the
+    /// `DispatchBuilder` method binding it and the `Client` method calling it.
+    pub kind_fn: &'static str,
     /// `request` or `requests`.
     pub request_arg: &'static str,
     /// Whether the client sends a stream.
@@ -71,7 +74,7 @@ pub(crate) struct MethodModel {
 }
 
 /// Methods the generated client defines itself, which an RPC must not shadow.
-const CLIENT_OWN_METHODS: &[&str] = &["new"];
+const CLIENT_OWN_METHODS: &[&str] = &["new", "from_registry"];
 
 impl ServiceModel {
     /// Builds the model, claiming every top-level name in `names`.
@@ -89,6 +92,13 @@ impl ServiceModel {
         let camel = upper_camel(&service.proto_name);
         let snake = service.proto_name.to_snake_case();
         let element = format!("service `{full_name}`");
+        let registry_name = extensions.service_name(&full_name);
+        if registry_name.is_some_and(|name| name.trim().is_empty()) {
+            return Err(crate::Error::Descriptor {
+                file: file.into(),
+                message: format!("(micro_otel.service_name) of {element} is empty"),
+            });
+        }
         let model = Self {
             doc: doc(&service.comments),
             handler: format!("{camel}Handler"),
@@ -96,7 +106,11 @@ impl ServiceModel {
             client: format!("{camel}Client"),
             register_fn: format!("register_{snake}_handler"),
             methods_mod: format!("{snake}_methods"),
-            example_target: format!("{}.service", service.proto_name.to_lowercase()),
+            registry_name_literal: registry_name.map(|name| format!("{name:?}")),
+            example_target: registry_name.map_or_else(
+                || format!("{}.service", service.proto_name.to_lowercase()),
+                |name| name.escape_default().to_string(),
+            ),
             methods: methods(service, &full_name, file, extensions)?,
             full_name,
         };
@@ -156,7 +170,7 @@ fn methods(
             if CLIENT_OWN_METHODS.contains(&model.name.as_str()) {
                 return Err(clash(
                     &model.name,
-                    "the generated client's constructor uses".into(),
+                    "the generated client's constructors use".into(),
                 ));
             }
             Ok(model)
@@ -167,27 +181,11 @@ fn methods(
 impl MethodModel {
     /// `idempotent_option`: whether `(micro_otel.idempotent) = true` is set on the method.
     fn new(method: &Method, service_full_name: &str, idempotent_option: bool) -> Self {
-        let (kind, kind_doc, route, call) = match (method.client_streaming, method.server_streaming)
-        {
-            (false, false) => ("Unary", "unary", "unary", "unary"),
-            (false, true) => (
-                "ServerStreaming",
-                "server streaming",
-                "server_streaming",
-                "server_streaming",
-            ),
-            (true, false) => (
-                "ClientStreaming",
-                "client streaming",
-                "client_streaming",
-                "client_streaming",
-            ),
-            (true, true) => (
-                "BidiStreaming",
-                "bidirectional streaming",
-                "streaming",
-                "streaming",
-            ),
+        let (kind, kind_doc, kind_fn) = match (method.client_streaming, method.server_streaming) {
+            (false, false) => ("Unary", "unary", "unary"),
+            (false, true) => ("ServerStreaming", "server streaming", "server_streaming"),
+            (true, false) => ("ClientStreaming", "client streaming", "client_streaming"),
+            (true, true) => ("BidiStreaming", "bidirectional streaming", "streaming"),
         };
         use prost_types::method_options::IdempotencyLevel;
         let idempotent = idempotent_option
@@ -204,8 +202,7 @@ impl MethodModel {
             output_type: method.output_type.clone(),
             kind,
             kind_doc,
-            route,
-            call,
+            kind_fn,
             request_arg: if method.client_streaming {
                 "requests"
             } else {

@@ -106,14 +106,49 @@ fn the_idempotent_option_marks_the_method_idempotent() {
     let code = code_of(&files, "p.rs");
     let idempotent = |method: &str| {
         let start = code
-            .find(&format!("name: \"{method}\""))
+            .find(&format!("\"/p.S/{method}\""))
             .unwrap_or_else(|| panic!("{method} in {code}"));
         let rest = &code[start..];
-        rest[..rest.find("};").unwrap()].contains("idempotent: true")
+        rest[..rest.find(';').unwrap()].contains(".idempotent()")
     };
     assert!(!idempotent("Plain"));
     assert!(idempotent("Safe"));
     assert!(!idempotent("Unsafe"));
+}
+
+#[test]
+fn the_service_name_option_is_the_default_target_of_the_client() {
+    let files = generate(
+        "syntax = \"proto3\";\npackage p;\nimport \"micro_otel/options.proto\";\nmessage M {}\n\
+         service S {\n  option (micro_otel.service_name) = \"s.\\\"svc\";\n  \
+         rpc Get(M) returns (M);\n}\nservice T {\n  rpc Get(M) returns (M);\n}\n",
+    )
+    .unwrap();
+    let code = code_of(&files, "p.rs");
+    assert!(
+        code.contains(r#"pub const REGISTRY_NAME: &str = "s.\"svc";"#),
+        "{code}"
+    );
+    assert!(
+        code.contains("Self::new(s_methods::REGISTRY_NAME, client)"),
+        "{code}"
+    );
+    // Only the service with the option gets the constructor.
+    assert_eq!(code.matches("pub fn from_registry(").count(), 1, "{code}");
+}
+
+#[test]
+fn an_empty_service_name_is_an_error_naming_the_file_and_service() {
+    let err = generate(
+        "syntax = \"proto3\";\npackage p;\nimport \"micro_otel/options.proto\";\nmessage M {}\n\
+         service S {\n  option (micro_otel.service_name) = \" \";\n  rpc Get(M) returns (M);\n}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("a.proto: (micro_otel.service_name) of service `p.S` is empty"),
+        "{err}"
+    );
 }
 
 #[test]

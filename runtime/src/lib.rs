@@ -13,28 +13,27 @@
 //! | [`discovery`] | registries, the registry cache, selectors |
 //! | [`broker`] | pub/sub: brokers, typed publishers and subscribers |
 //! | [`client`] | [`Client`]: the call chain (wrappers, selection, transport), channel pool |
-//! | [`server`] | HTTP/2 listener and [`server::Routes`], what generated servers build |
+//! | [`server`] | HTTP/2 listener and [`server::Dispatch`], what generated servers build |
 //! | [`service`] | [`Service`]: configuration, start/run, registration heartbeat, graceful stop |
 //! | [`environment`] | go-micro's `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR` |
 //! | [`telemetry`] | tracer provider setup: OTLP, sampling, batching, the demo's tree printer |
-//! | [`stream`] | typed message streams for handlers and callers |
 
 pub mod broker;
+mod builtin;
 pub mod call;
 pub mod client;
 pub mod discovery;
 pub mod environment;
 pub mod server;
 pub mod service;
-pub mod stream;
 pub mod telemetry;
 pub mod trace;
 pub mod wrapper;
 
 pub use call::{Context, Method, MethodKind, RoutingKey, Target};
+pub use call::{MessageStream, ResponseStream, stream_channel, stream_iter};
 pub use client::Client;
-pub use service::{RunningService, Service, ServiceConfig};
-pub use stream::{ResponseStream, Streaming};
+pub use service::{RunningService, Service, ServiceConfig, ServiceError};
 pub use tonic::metadata;
 pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Status};
 
@@ -46,7 +45,7 @@ pub mod codegen {
     pub use http;
     pub use tonic::body::Body;
     pub use tonic::server::NamedService;
-    pub use tower_service::Service;
+    pub use tower_service::Service as TowerService;
 
     pub use crate::call::BoxFuture;
 }

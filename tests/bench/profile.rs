@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use micro_otel::telemetry::Telemetry;
-use micro_otel::trace::Tracing;
 use micro_otel::{Client, Service};
 use micro_otel_tests::golden::user_case::user;
 
@@ -89,11 +88,11 @@ async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<
     user::register_user_handler(&service, servers::Users(servers::store()))
         .expect("handler registered before start");
     let running = service.start().await?;
-    let tracing = telemetry.map(|t| Tracing::new(t.provider()));
-    let client = user::UserClient::new(
-        &running.local_addr().to_string(),
-        Client::builder().tracing(tracing).build(),
-    );
+    let client = match telemetry {
+        Some(t) => Client::builder().tracer_provider(t.provider().clone()),
+        None => Client::builder().tracing(false),
+    };
+    let client = user::UserClient::new(&running.local_addr().to_string(), client.build());
     let client = Arc::new(client);
     let call = || {
         let client = client.clone();

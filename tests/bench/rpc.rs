@@ -9,7 +9,6 @@ use std::time::Duration;
 use micro_otel::Client;
 use micro_otel::discovery::{MemoryRegistry, Node, Registry};
 use micro_otel::telemetry::Telemetry;
-use micro_otel::trace::Tracing;
 use serde_json::json;
 
 use crate::child::Child;
@@ -148,11 +147,11 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
         let caller = match variant.client {
             ClientKind::Tonic => Caller::tonic(&server.addresses[0]).await?,
             ClientKind::Direct(tracing) => {
-                let tracing = tracing.map(|i| Tracing::new(telemetry[i].provider()));
-                Caller::micro(
-                    &server.addresses[0],
-                    Client::builder().tracing(tracing).build(),
-                )
+                let client = match tracing {
+                    Some(i) => Client::builder().tracer_provider(telemetry[i].provider().clone()),
+                    None => Client::builder().tracing(false),
+                };
+                Caller::micro(&server.addresses[0], client.build())
             }
             ClientKind::Selector => {
                 let registry = MemoryRegistry::new();
@@ -168,7 +167,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
                 }
                 let client = Client::builder()
                     .registry(Arc::new(registry))
-                    .tracing(None)
+                    .tracing(false)
                     .build();
                 Caller::micro("bench.server", client)
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use micro_otel::discovery::MemoryRegistry;
 use micro_otel::telemetry::Telemetry;
-use micro_otel::{Context, ResponseStream, Service, Status, Streaming};
+use micro_otel::{Context, MessageStream, ResponseStream, Service, Status};
 use micro_otel_tests::golden::rpc_kinds_case::echo::v1 as echo;
 use micro_otel_tests::golden::user_case::user;
 use user_example::store::Store;
@@ -225,7 +225,7 @@ impl echo::EchoHandler for Echo {
     async fn client_stream(
         &self,
         _: Context,
-        _: Streaming<echo::EchoRequest>,
+        _: MessageStream<echo::EchoRequest>,
     ) -> Result<echo::EchoResponse, Status> {
         Err(Status::unimplemented("not benchmarked"))
     }
@@ -233,7 +233,7 @@ impl echo::EchoHandler for Echo {
     async fn bidi(
         &self,
         _: Context,
-        _: Streaming<echo::EchoRequest>,
+        _: MessageStream<echo::EchoRequest>,
     ) -> Result<ResponseStream<echo::EchoResponse>, Status> {
         Err(Status::unimplemented("not benchmarked"))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use micro_otel::discovery::MemoryRegistry;
-use micro_otel::{Code, Context, ResponseStream, Service, Status, Streaming};
+use micro_otel::{Code, Context, MessageStream, ResponseStream, Service, Status};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -244,7 +244,7 @@ impl EchoHandler for Echo {
     async fn client_stream(
         &self,
         _ctx: Context,
-        mut requests: Streaming<EchoRequest>,
+        mut requests: MessageStream<EchoRequest>,
     ) -> Result<EchoResponse, Status> {
         let mut joined = String::new();
         let mut count = 0;
@@ -263,7 +263,7 @@ impl EchoHandler for Echo {
     async fn bidi(
         &self,
         _ctx: Context,
-        requests: Streaming<EchoRequest>,
+        requests: MessageStream<EchoRequest>,
     ) -> Result<ResponseStream<EchoResponse>, Status> {
         let answers = requests.enumerate().map(|(i, request)| {
             let request = request?;

@@ -100,8 +100,8 @@ impl Discovery {
     }
 
     /// A client on the registry and selector the flags (or variables) name.
-    fn client(&self, tracing: micro_otel::trace::Tracing) -> anyhow::Result<Client> {
-        let mut config = Client::builder().tracing(Some(tracing));
+    fn client(&self, telemetry: &Telemetry) -> anyhow::Result<Client> {
+        let mut config = Client::builder().tracer_provider(telemetry.provider().clone());
         if let Some(registry) = self.registry()? {
             config = config.registry(registry);
         }
@@ -194,7 +194,7 @@ async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
 async fn spread(address: Option<&str>, calls: usize, discovery: &Discovery) -> anyhow::Result<()> {
     let tree = TraceTree::new();
     let telemetry = Telemetry::builder(demo::SERVICE_NAME).tree(tree).init()?;
-    let client = discovery.client(micro_otel::trace::Tracing::new(telemetry.provider()))?;
+    let client = discovery.client(&telemetry)?;
     let users = user::UserClient::new(address.unwrap_or(demo::SERVICE_NAME), client);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for id in 0..calls {
@@ -224,8 +224,7 @@ async fn spread(address: Option<&str>, calls: usize, discovery: &Discovery) -> a
 async fn tour(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
     let tree = TraceTree::new();
     let telemetry = telemetry(&tree)?;
-    let tracing = micro_otel::trace::Tracing::new(telemetry.provider());
-    let users = user::UserClient::new(address, discovery.client(tracing)?);
+    let users = user::UserClient::new(address, discovery.client(&telemetry)?);
     let created = users
         .create_user(CreateUserRequest {
             name: "Ada".into(),

@@ -23,7 +23,7 @@ pub use memory::MemoryBroker;
 pub use nats::{JetStreamConfig, NatsBroker};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMqBroker;
-pub use subscriber::{Handler, Subscriber, SubscriberStats};
+pub use subscriber::{MessageHandler, Subscriber, SubscriberStats};
 
 use crate::call::{AnyMessage, BoxFuture, Call, Context, Messaging, MessagingKind, Payload, Reply};
 use crate::wrapper::{Chain, Terminal, Wrappers};

@@ -23,12 +23,12 @@ const DEFAULT_CONCURRENCY: usize = 16;
 /// Handles messages of type `M`: any `Fn(Context, M) -> impl Future<Output = Result<(),
 /// Status>>`. An error leaves the message unacknowledged (a redelivering broker sends it
 /// again).
-pub trait Handler<M>: Send + Sync + 'static {
+pub trait MessageHandler<M>: Send + Sync + 'static {
     /// Handles one message.
     fn handle(&self, ctx: Context, message: M) -> BoxFuture<Result<(), Status>>;
 }
 
-impl<M, F, Fut> Handler<M> for F
+impl<M, F, Fut> MessageHandler<M> for F
 where
     F: Fn(Context, M) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
@@ -100,7 +100,7 @@ impl Subscriber {
     pub fn new<M, H>(topic: &str, handler: H) -> Self
     where
         M: prost::Message + Default + Clone + 'static,
-        H: Handler<M>,
+        H: MessageHandler<M>,
     {
         Self {
             topic: topic.into(),
@@ -257,7 +257,7 @@ struct HandlerStep<M, H> {
 impl<M, H> Terminal for HandlerStep<M, H>
 where
     M: prost::Message + Clone + 'static,
-    H: Handler<M>,
+    H: MessageHandler<M>,
 {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
         let Call { ctx, payload } = call;

@@ -11,7 +11,8 @@ use tonic::Status;
 use tonic::codec::EncodeBuf;
 
 /// A boxed, sendable stream of erased messages.
-pub type MessageStream = Pin<Box<dyn Stream<Item = Result<AnyMessage, Status>> + Send + 'static>>;
+pub type AnyMessageStream =
+    Pin<Box<dyn Stream<Item = Result<AnyMessage, Status>> + Send + 'static>>;
 
 /// A message of any generated type, erased so that one wrapper handles every call alike.
 ///
@@ -130,7 +131,7 @@ pub enum Payload {
     /// A single message (the unary side of a call, or a pub/sub message).
     Message(AnyMessage),
     /// A stream of messages (the streaming side of a call).
-    Stream(MessageStream),
+    Stream(AnyMessageStream),
 }
 
 impl Payload {
@@ -160,7 +161,7 @@ impl Payload {
     }
 
     /// The stream, or an INTERNAL status if this is a single message.
-    pub fn into_stream(self) -> Result<MessageStream, Status> {
+    pub fn into_stream(self) -> Result<AnyMessageStream, Status> {
         match self {
             Payload::Stream(s) => Ok(s),
             Payload::Message(m) => Err(Status::internal(format!(
@@ -229,7 +230,7 @@ type Done = Box<dyn for<'a> FnOnce(StreamEnd<'a>) + Send>;
 
 /// A stream that reports how it ended.
 struct EndWatch {
-    inner: MessageStream,
+    inner: AnyMessageStream,
     done: Option<Done>,
 }
 

@@ -1,6 +1,7 @@
 //! What every operation shares, RPC or message, client or server: the [`Context`], erased
 //! messages ([`AnyMessage`], [`Payload`]), and one operation as wrappers see it ([`Call`]
-//! in, [`Reply`] out). Nothing here imports the rest of the crate.
+//! in, [`Reply`] out), and the typed message streams of handlers and callers. Nothing here
+//! imports the rest of the crate.
 
 mod codec;
 mod context;
@@ -9,6 +10,7 @@ mod message;
 mod method;
 mod node;
 mod span;
+mod stream;
 mod target;
 
 use std::future::Future;
@@ -20,11 +22,12 @@ use tonic::metadata::MetadataMap;
 pub(crate) use codec::{Decode, ErasedCodec, decode};
 pub(crate) use context::Deadline;
 pub use context::{Context, Messaging, MessagingKind, Operation, RoutingKey};
-pub use message::{AnyMessage, MessageStream, Payload, StreamEnd};
+pub use message::{AnyMessage, AnyMessageStream, Payload, StreamEnd};
 pub use method::{Method, MethodKind};
 pub use node::Node;
 pub use span::ChildSpan;
 pub(crate) use span::SpanSource;
+pub use stream::{MessageStream, ResponseStream, stream_channel, stream_iter};
 pub use target::{NetAddress, Target};
 
 /// A boxed, sendable future.

@@ -19,17 +19,16 @@ use futures_util::{FutureExt as _, Stream, StreamExt};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::builtin::BuiltIns;
 use crate::call::{
-    AnyMessage, BoxFuture, Call, Context, Deadline, Method, Payload, Reply, Target, deadline,
-    decode,
+    AnyMessage, BoxFuture, Call, Context, Deadline, MessageStream, Method, Payload, Reply, Target,
+    deadline, decode,
 };
 use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
 use crate::environment::{ConfigError, FromEnv};
-use crate::stream::Streaming;
-use crate::trace::Tracing;
-use crate::wrapper::{Chain, Wrapper, Wrappers};
-pub use pool::{BoxChannel, ChannelLayerFor};
-use pool::{ChannelLayer, Pool};
+use crate::wrapper::{Chain, HttpLayer, HttpStack, Wrapper};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use pool::Pool;
 pub use retry::{Idempotent, RetryPolicy};
 use selection::Selection;
 use transport::Transport;
@@ -104,16 +103,7 @@ impl Client {
 
     /// Configures a client.
     pub fn builder() -> ClientConfig {
-        ClientConfig {
-            registry: Arc::new(MemoryRegistry::global()),
-            selector: Arc::new(Random),
-            wrappers: Vec::new(),
-            tracing: Some(Tracing::global()),
-            timeout: None,
-            channel_layer: None,
-            retry: RetryPolicy::default(),
-            cooling: Duration::from_secs(10),
-        }
+        ClientConfig::default()
     }
 
     /// The node addresses this client holds a channel to, sorted: channels to nodes that
@@ -128,12 +118,8 @@ impl Client {
     pub fn from_env() -> Result<ClientConfig, ConfigError> {
         let env = FromEnv::read();
         let mut config = Self::builder();
-        if let Some(registry) = env.registry {
-            config = config.registry(registry?);
-        }
-        if let Some(selector) = env.selector {
-            config = config.selector(selector?);
-        }
+        config.registry = env.registry.transpose()?;
+        config.selector = env.selector.transpose()?;
         Ok(config)
     }
 
@@ -193,7 +179,7 @@ impl Client {
         target: &Target,
         method: &'static Method,
         request: tonic::Request<Req>,
-    ) -> Result<Streaming<Resp>, Status>
+    ) -> Result<MessageStream<Resp>, Status>
     where
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + Clone + 'static,
@@ -201,7 +187,7 @@ impl Client {
         let reply = self
             .call::<Resp, _>(target, method, request, Payload::message)
             .await?;
-        Ok(Streaming::new(reply.payload.into_stream()?))
+        Ok(MessageStream::new(reply.payload.into_stream()?))
     }
 
     /// Makes a client-streaming call.
@@ -228,7 +214,7 @@ impl Client {
         target: &Target,
         method: &'static Method,
         request: tonic::Request<S>,
-    ) -> Result<Streaming<Resp>, Status>
+    ) -> Result<MessageStream<Resp>, Status>
     where
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + Clone + 'static,
@@ -237,7 +223,7 @@ impl Client {
         let reply = self
             .call::<Resp, _>(target, method, request, requests)
             .await?;
-        Ok(Streaming::new(reply.payload.into_stream()?))
+        Ok(MessageStream::new(reply.payload.into_stream()?))
     }
 
     /// Builds the call's [`Context`] and runs it through the chain.
@@ -328,40 +314,50 @@ fn requests<Req: prost::Message + Clone + 'static>(
 }
 
 /// Configures a [`Client`].
+#[derive(Default)]
 pub struct ClientConfig {
-    registry: Arc<dyn Registry>,
-    selector: Arc<dyn Selector>,
+    registry: Option<Arc<dyn Registry>>,
+    selector: Option<Arc<dyn Selector>>,
     wrappers: Vec<Arc<dyn Wrapper>>,
-    tracing: Option<Tracing>,
+    builtins: BuiltIns,
     timeout: Option<Duration>,
-    channel_layer: Option<ChannelLayer>,
+    channel_layers: HttpStack,
     retry: RetryPolicy,
-    cooling: Duration,
+    ejection: Option<Duration>,
 }
+
+/// How long a node that could not be reached is left out by default.
+const EJECTION: Duration = Duration::from_secs(10);
 
 impl ClientConfig {
     /// Where service names are looked up (default: the process-wide in-memory registry).
-    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
-        self.registry = registry;
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registry = Some(Arc::new(registry));
         self
     }
 
-    /// How a node is picked (default: [`Random`]).
-    pub fn selector(mut self, selector: Arc<dyn Selector>) -> Self {
-        self.selector = selector;
+    /// How a node is picked (default: [`Random`](crate::discovery::Random)).
+    pub fn selector(mut self, selector: impl Selector) -> Self {
+        self.selector = Some(Arc::new(selector));
         self
     }
 
-    /// Adds a call wrapper; wrappers run in the order added, inside tracing and outside
-    /// node selection.
+    /// Adds a call wrapper; wrappers run in the order added, inside the built-in ones and
+    /// outside node selection.
     pub fn wrap_call(mut self, wrapper: Arc<dyn Wrapper>) -> Self {
         self.wrappers.push(wrapper);
         self
     }
 
-    /// Traces calls through `tracing`, or not at all with `None`.
-    pub fn tracing(mut self, tracing: Option<Tracing>) -> Self {
-        self.tracing = tracing;
+    /// Turns the built-in tracing wrapper on (default) or off.
+    pub fn tracing(mut self, enabled: bool) -> Self {
+        self.builtins.set_tracing(enabled);
+        self
+    }
+
+    /// Traces through `provider` instead of the global provider.
+    pub fn tracer_provider(mut self, provider: SdkTracerProvider) -> Self {
+        self.builtins.set_tracer_provider(provider);
         self
     }
 
@@ -375,7 +371,7 @@ impl ClientConfig {
     /// How long a node that could not be reached is left out of selection (default 10 s;
     /// zero turns outlier ejection off).
     pub fn ejection(mut self, cooling: Duration) -> Self {
-        self.cooling = cooling;
+        self.ejection = Some(cooling);
         self
     }
 
@@ -387,32 +383,51 @@ impl ClientConfig {
 
     /// Puts a tower layer around every channel (one per node), e.g. a concurrency limit per
     /// node or a tower-http layer on the HTTP/2 requests. Layers added later are outermost.
-    pub fn channel_layer(mut self, layer: impl ChannelLayerFor) -> Self {
-        self.channel_layer = Some(pool::stack(self.channel_layer.take(), layer));
+    pub fn channel_layer(mut self, layer: impl HttpLayer) -> Self {
+        self.channel_layers.push(layer);
+        self
+    }
+
+    /// The selector the code set, taken out for the service to resolve against the
+    /// environment.
+    pub(crate) fn take_selector(&mut self) -> Option<Arc<dyn Selector>> {
+        self.selector.take()
+    }
+
+    /// What a service sets on its client: its registry, selector and built-in wrappers.
+    pub(crate) fn for_service(
+        mut self,
+        registry: Arc<dyn Registry>,
+        selector: Option<Arc<dyn Selector>>,
+        builtins: BuiltIns,
+    ) -> Self {
+        self.registry = Some(registry);
+        self.selector = selector;
+        self.builtins = builtins;
         self
     }
 
     /// Builds the client.
     pub fn build(self) -> Client {
-        let pool = Arc::new(Pool::new(self.channel_layer));
+        let pool = Arc::new(Pool::new(self.channel_layers));
         let evict = pool.clone();
-        let cache = Cache::new(self.registry).on_removed(move |node| evict.remove(&node.address));
-        let wrappers = self
-            .tracing
-            .map(|t| t.client())
-            .into_iter()
-            .chain(self.wrappers)
-            .collect();
+        let registry = self
+            .registry
+            .unwrap_or_else(|| Arc::new(MemoryRegistry::global()));
+        let cache = Cache::new(registry).on_removed(move |node| evict.remove(&node.address));
         let selection = Selection::new(
             cache,
-            self.selector,
+            self.selector.unwrap_or_else(|| Arc::new(Random)),
             Transport::new(pool.clone()),
             self.retry,
-            self.cooling,
+            self.ejection.unwrap_or(EJECTION),
         );
         Client {
             inner: Arc::new(Inner {
-                chain: Chain::new(Wrappers::new(wrappers), selection.clone()),
+                chain: Chain::new(
+                    self.builtins.chains().outgoing(&self.wrappers),
+                    selection.clone(),
+                ),
                 selection,
                 pool,
                 timeout: self.timeout,

@@ -2,59 +2,22 @@
 //! client's tower layers if it has any.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::task::{Context as TaskContext, Poll};
 
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
-/// A channel behind the client's tower layers, as the layers see it.
-pub type BoxChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
-
-/// The client's tower layers, composed into one function.
-pub(crate) type ChannelLayer = Arc<dyn Fn(BoxChannel) -> BoxChannel + Send + Sync>;
-
-/// A tower layer that can go around the client's channels: any layer whose service takes
-/// and returns HTTP/2 requests and responses with tonic bodies.
-pub trait ChannelLayerFor: Send + Sync + 'static {
-    /// Wraps `channel`.
-    fn wrap(&self, channel: BoxChannel) -> BoxChannel;
-}
-
-impl<L> ChannelLayerFor for L
-where
-    L: Layer<BoxChannel> + Send + Sync + 'static,
-    L::Service: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
-{
-    fn wrap(&self, channel: BoxChannel) -> BoxChannel {
-        BoxCloneSyncService::new(self.layer(channel))
-    }
-}
-
-/// `layer` around whatever `inner` already does.
-pub(crate) fn stack(inner: Option<ChannelLayer>, layer: impl ChannelLayerFor) -> ChannelLayer {
-    Arc::new(move |channel| {
-        let channel = match &inner {
-            Some(inner) => inner(channel),
-            None => channel,
-        };
-        layer.wrap(channel)
-    })
-}
+use crate::wrapper::{BoxHttpService, HttpStack};
 
 /// A connection to one node: the plain channel, or the channel behind the layers.
 #[derive(Clone)]
 pub(crate) enum Conn {
     Plain(Channel),
-    Layered(BoxChannel),
+    Layered(BoxHttpService),
 }
 
 /// Connections by address; a channel multiplexes every call to its node over one HTTP/2
@@ -62,14 +25,14 @@ pub(crate) enum Conn {
 /// comparing addresses is cheaper than hashing one per call.
 #[derive(Default)]
 pub(crate) struct Pool {
-    layer: Option<ChannelLayer>,
+    layers: HttpStack,
     conns: RwLock<BTreeMap<String, Conn>>,
 }
 
 impl Pool {
-    pub(crate) fn new(layer: Option<ChannelLayer>) -> Self {
+    pub(crate) fn new(layers: HttpStack) -> Self {
         Self {
-            layer,
+            layers,
             conns: RwLock::default(),
         }
     }
@@ -95,11 +58,13 @@ impl Pool {
             })?
             .tcp_nodelay(true)
             .connect_lazy();
-        let conn = match &self.layer {
-            None => Conn::Plain(channel),
-            Some(layer) => Conn::Layered(layer(BoxCloneSyncService::new(
-                channel.map_err(BoxError::from),
-            ))),
+        let conn = if self.layers.is_empty() {
+            Conn::Plain(channel)
+        } else {
+            Conn::Layered(
+                self.layers
+                    .wrap(BoxCloneSyncService::new(channel.map_err(BoxError::from))),
+            )
         };
         Ok(self
             .conns
@@ -138,7 +103,7 @@ impl Service<http::Request<Body>> for Conn {
     type Error = BoxError;
     type Future = futures_util::future::Either<
         futures_util::future::ErrInto<<Channel as Service<http::Request<Body>>>::Future, BoxError>,
-        <BoxChannel as Service<http::Request<Body>>>::Future,
+        <BoxHttpService as Service<http::Request<Body>>>::Future,
     >;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {

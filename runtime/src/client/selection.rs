@@ -212,7 +212,7 @@ impl Shared {
                 self.nodes(&target).await?
             }
         };
-        let idempotent = call.ctx.method().is_some_and(|m| m.idempotent)
+        let idempotent = call.ctx.method().is_some_and(|m| m.is_idempotent())
             || call.ctx.extensions().get::<Idempotent>().is_some();
         // The call's span, kept only when it records: it gets the node that answered.
         let recording = call.ctx.otel().has_active_span() && call.ctx.otel().span().is_recording();

@@ -13,7 +13,7 @@ use tonic::{Extensions, Status};
 
 use super::pool::{Conn, Pool};
 use crate::call::{
-    AnyMessage, BoxFuture, Call, Decode, ErasedCodec, MessageStream, Method, Payload, Reply,
+    AnyMessage, AnyMessageStream, BoxFuture, Call, Decode, ErasedCodec, Method, Payload, Reply,
     deadline,
 };
 use crate::wrapper::Terminal;
@@ -126,8 +126,8 @@ impl Outgoing {
         }
         Self {
             grpc: Grpc::new(conn),
-            path: PathAndQuery::from_static(method.path),
-            server_streams: method.kind.server_streams(),
+            path: PathAndQuery::from_static(method.path()),
+            server_streams: method.kind().server_streams(),
             codec: ErasedCodec(decode),
             metadata,
             deadline,
@@ -167,7 +167,7 @@ impl Outgoing {
 
     fn client_streaming(
         mut self,
-        requests: MessageStream,
+        requests: AnyMessageStream,
     ) -> impl Future<Output = Result<Reply, Status>> {
         let (requests, failure) = RequestFailure::watch(requests);
         let request = Self::request(self.metadata, requests);
@@ -182,7 +182,10 @@ impl Outgoing {
         failure.after(send)
     }
 
-    fn streaming(mut self, requests: MessageStream) -> impl Future<Output = Result<Reply, Status>> {
+    fn streaming(
+        mut self,
+        requests: AnyMessageStream,
+    ) -> impl Future<Output = Result<Reply, Status>> {
         let (requests, failure) = RequestFailure::watch(requests);
         let request = Self::request(self.metadata, requests);
         let send = bounded(self.deadline, async move {
@@ -230,7 +233,7 @@ struct RequestFailure(Arc<Mutex<Option<Status>>>);
 
 impl RequestFailure {
     fn watch(
-        requests: MessageStream,
+        requests: AnyMessageStream,
     ) -> (impl futures_util::Stream<Item = AnyMessage> + Send, Self) {
         let failure = Self::default();
         let slot = failure.clone();

@@ -93,13 +93,7 @@ mod tests {
     use crate::call::{Method, MethodKind};
     use crate::discovery::RoundRobin;
 
-    static GET: Method = Method {
-        service: "svc.Svc",
-        name: "Get",
-        path: "/svc.Svc/Get",
-        kind: MethodKind::Unary,
-        idempotent: true,
-    };
+    static GET: Method = Method::new("/svc.Svc/Get", MethodKind::Unary).idempotent();
 
     #[test]
     fn filters_keep_only_matching_nodes_and_refuse_when_none_match() {

@@ -260,13 +260,7 @@ mod tests {
     use super::*;
     use crate::call::{Method, MethodKind, RoutingKey, Target};
 
-    static METHOD: Method = Method {
-        service: "svc.Svc",
-        name: "Get",
-        path: "/svc.Svc/Get",
-        kind: MethodKind::Unary,
-        idempotent: true,
-    };
+    static METHOD: Method = Method::new("/svc.Svc/Get", MethodKind::Unary).idempotent();
 
     fn nodes(n: usize) -> Vec<Arc<Node>> {
         (0..n)

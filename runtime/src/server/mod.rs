@@ -1,7 +1,7 @@
-//! The gRPC server: tonic's HTTP/2 server routing requests to [`Routes`] by service name,
+//! The gRPC server: tonic's HTTP/2 server routing requests to [`Dispatch`] by service name,
 //! through the service's tower layers if it has any, with graceful shutdown.
 
-mod routes;
+mod dispatch;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,50 +18,23 @@ use tonic::Status;
 use tonic::body::Body as HttpBody;
 use tonic::transport::server::TcpIncoming;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, ServiceExt, service_fn};
 
-pub use routes::{Routes, RoutesBuilder};
+pub use dispatch::{Dispatch, DispatchBuilder};
 pub use tonic::server::NamedService;
 
 use crate::call::BoxFuture;
-
-/// The server as its tower layers see it: one HTTP/2 request in, one response out.
-pub type BoxHttpService =
-    BoxCloneSyncService<http::Request<HttpBody>, http::Response<HttpBody>, BoxError>;
-
-/// The server's tower layers, composed into one function applied per connection.
-pub(crate) type ServerLayer = Arc<dyn Fn(BoxHttpService) -> BoxHttpService + Send + Sync>;
-
-/// `layer` around whatever `inner` already does; its errors become gRPC statuses.
-pub(crate) fn stack<L>(inner: Option<ServerLayer>, layer: L) -> ServerLayer
-where
-    L: Layer<BoxHttpService> + Send + Sync + 'static,
-    L::Service: Service<http::Request<HttpBody>, Response = http::Response<HttpBody>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as Service<http::Request<HttpBody>>>::Error: Into<BoxError>,
-    <L::Service as Service<http::Request<HttpBody>>>::Future: Send + 'static,
-{
-    Arc::new(move |service| {
-        let service = match &inner {
-            Some(inner) => inner(service),
-            None => service,
-        };
-        BoxCloneSyncService::new(layer.layer(service).map_err(Into::into))
-    })
-}
+use crate::wrapper::HttpStack;
 
 /// All services of one server, by fully qualified proto service name.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Router {
-    services: HashMap<&'static str, Routes>,
+pub(crate) struct Mux {
+    services: HashMap<&'static str, Dispatch>,
 }
 
-impl Router {
+impl Mux {
     /// Adds a service; a second set of routes for the same service is refused.
-    pub(crate) fn add(&mut self, routes: Routes) -> Result<(), Routes> {
+    pub(crate) fn add(&mut self, routes: Dispatch) -> Result<(), Dispatch> {
         match self.services.entry(routes.service_name()) {
             std::collections::hash_map::Entry::Occupied(_) => Err(routes),
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -100,8 +73,8 @@ impl RunningServer {
     /// by all connections, as with tonic's `Server::layer`.
     pub(crate) async fn start(
         address: &str,
-        router: Router,
-        layer: Option<ServerLayer>,
+        router: Mux,
+        layers: HttpStack,
         grace: Duration,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
@@ -115,24 +88,23 @@ impl RunningServer {
         let serve = service_fn(move |req| router.serve(req).map(Ok::<_, Infallible>));
         // hyper's own default, which tonic's server leaves unlimited.
         let server = tonic::transport::Server::builder().max_concurrent_streams(200);
-        let task = match layer {
-            None => tokio::spawn(report(
+        let task = if layers.is_empty() {
+            tokio::spawn(report(
                 server.serve_with_incoming_shutdown(serve, incoming, stopped),
-            )),
-            Some(layer) => {
-                let layered = layer(BoxCloneSyncService::new(serve.map_err(BoxError::from)));
-                // A layer's error, in readiness or in the call, is answered as a status.
-                let answered = service_fn(move |req| {
-                    layered.clone().oneshot(req).map(|answer| {
-                        Ok::<_, Infallible>(
-                            answer.unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()),
-                        )
-                    })
-                });
-                tokio::spawn(report(
-                    server.serve_with_incoming_shutdown(answered, incoming, stopped),
-                ))
-            }
+            ))
+        } else {
+            let layered = layers.wrap(BoxCloneSyncService::new(serve.map_err(BoxError::from)));
+            // A layer's error, in readiness or in the call, is answered as a status.
+            let answered = service_fn(move |req| {
+                layered.clone().oneshot(req).map(|answer| {
+                    Ok::<_, Infallible>(
+                        answer.unwrap_or_else(|e| crate::wrapper::status_of(e).into_http()),
+                    )
+                })
+            });
+            tokio::spawn(report(
+                server.serve_with_incoming_shutdown(answered, incoming, stopped),
+            ))
         };
         Ok(Self {
             local_addr,

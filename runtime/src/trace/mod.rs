@@ -1,7 +1,7 @@
 //! Tracing wrappers: a span around every operation, following the OpenTelemetry RPC and
 //! messaging conventions, with W3C context in gRPC metadata and message headers.
 //!
-//! Two ordinary [`Wrapper`]s, registered first (outermost) by [`crate::Service`]: the
+//! Two ordinary [`Wrapper`]s, the first of the built-in wrappers (outermost on every side): the
 //! outgoing one opens CLIENT spans for calls and PRODUCER spans for publishes; the incoming
 //! one SERVER spans for handlers and CONSUMER spans for message processing. A stream gets
 //! one span for its whole life, ended when the stream ends.
@@ -27,10 +27,10 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::Status;
 
 use crate::call::{
-    AnyMessage, BoxFuture, Call, Context, MessageStream, MessagingKind, Operation, Payload, Reply,
-    SpanSource, StreamEnd,
+    AnyMessage, AnyMessageStream, BoxFuture, Call, Context, MessagingKind, Operation, Payload,
+    Reply, SpanSource, StreamEnd,
 };
-use crate::wrapper::{Next, Wrapper, Wrappers};
+use crate::wrapper::{Next, Wrapper};
 use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
 
 /// Where spans go and how context crosses the wire: shared by the server and client
@@ -58,12 +58,6 @@ impl Tracing {
         }
     }
 
-    /// Uses another propagator (e.g. B3) instead of W3C trace context and baggage.
-    pub fn with_propagator(mut self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
-        self.propagator = propagator;
-        self
-    }
-
     /// The wrapper for incoming operations: a SERVER span around each handler, a CONSUMER
     /// span around each message processed.
     pub fn server(&self) -> Arc<dyn Wrapper> {
@@ -87,12 +81,6 @@ fn scope() -> InstrumentationScope {
     InstrumentationScope::builder("micro-otel")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
-}
-
-/// Handler wrappers used when routes are served outside a [`crate::Service`]: tracing
-/// through the global provider.
-pub(crate) fn default_handler_wrappers() -> Wrappers {
-    Wrappers::new(vec![Tracing::global().server()])
 }
 
 struct ServerTracing(Tracing);
@@ -372,7 +360,7 @@ fn end_span(cx: &opentelemetry::Context, side: Side, error: Option<&Status>) {
 /// A reply stream polled inside its call's context, so spans opened while producing or
 /// consuming items nest under the call's span.
 struct InSpan {
-    inner: MessageStream,
+    inner: AnyMessageStream,
     cx: opentelemetry::Context,
 }
 

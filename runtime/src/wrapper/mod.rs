@@ -29,8 +29,11 @@ use std::task::{Context as TaskContext, Poll};
 
 use tonic::Status;
 
+pub(crate) use self::tower::HttpStack;
 pub(crate) use self::tower::status_of;
-pub use self::tower::{RunNext, WrapperLayer, WrapperService, from_layer};
+pub use self::tower::{
+    BoxHttpService, HttpLayer, RunNext, WrapperLayer, WrapperService, from_layer,
+};
 pub use crate::call::{BoxFuture, Call, Reply};
 
 /// Middleware around a handler, a call, a publish or a message processing.

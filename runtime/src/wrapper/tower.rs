@@ -1,10 +1,13 @@
-//! Tower interop: a wrapper from a tower [`Layer`], and a layer from a wrapper.
+//! Tower interop: a wrapper from a tower [`Layer`], a layer from a wrapper, and the HTTP/2
+//! layers that go in front of a server or around a client's channels.
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use tonic::Status;
-use tower::{Layer, Service, ServiceExt};
+use tonic::body::Body;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Layer, Service, ServiceExt};
 
 use super::{BoxFuture, Call, Chain, Next, Reply, Terminal, Wrapper, Wrappers};
 
@@ -141,5 +144,62 @@ where
 {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
         Box::pin(self.0.clone().oneshot(call))
+    }
+}
+
+/// One HTTP/2 request in, one response out: a server as its tower layers see it, and a
+/// client's channel to one node.
+pub type BoxHttpService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// A tower layer that can go in front of a server or around a client's channels: any layer
+/// whose service takes and returns HTTP/2 requests and responses with tonic bodies (a
+/// `tower::limit` layer, a tower-http layer…). Its errors are answered as gRPC statuses.
+pub trait HttpLayer: Send + Sync + 'static {
+    /// Wraps `service`.
+    fn wrap(&self, service: BoxHttpService) -> BoxHttpService;
+}
+
+impl<L> HttpLayer for L
+where
+    L: Layer<BoxHttpService> + Send + Sync + 'static,
+    L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError>,
+    <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+{
+    fn wrap(&self, service: BoxHttpService) -> BoxHttpService {
+        BoxCloneSyncService::new(self.layer(service).map_err(Into::into))
+    }
+}
+
+/// HTTP layers composed into one, the last added outermost.
+#[derive(Clone, Default)]
+pub(crate) struct HttpStack(Vec<Arc<dyn HttpLayer>>);
+
+impl HttpStack {
+    /// Adds `layer` around the layers added before.
+    pub(crate) fn push(&mut self, layer: impl HttpLayer) {
+        self.0.push(Arc::new(layer));
+    }
+
+    /// Whether no layer was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `service` behind every layer.
+    pub(crate) fn wrap(&self, service: BoxHttpService) -> BoxHttpService {
+        self.0
+            .iter()
+            .fold(service, |service, layer| layer.wrap(service))
+    }
+}
+
+impl std::fmt::Debug for HttpStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HttpStack({} layers)", self.0.len())
     }
 }

@@ -16,32 +16,18 @@ pub struct NoteId {
 }
 /// Names of the `notes.Notes` service and its methods.
 pub mod notes_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "notes.Notes";
     /// `Add` (unary).
-    pub const ADD: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Add",
-        path: "/notes.Notes/Add",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const ADD: Method = Method::new("/notes.Notes/Add", MethodKind::Unary);
     /// `Get` (unary).
-    pub const GET: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Get",
-        path: "/notes.Notes/Get",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const GET: Method = Method::new("/notes.Notes/Get", MethodKind::Unary);
     /// `Undocumented` (unary).
-    pub const UNDOCUMENTED: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Undocumented",
-        path: "/notes.Notes/Undocumented",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const UNDOCUMENTED: Method = Method::new(
+        "/notes.Notes/Undocumented",
+        MethodKind::Unary,
+    );
 }
 /// Stores notes.
 ///
@@ -90,12 +76,12 @@ pub trait NotesHandler: Send + Sync + 'static {
 /// `notes.Notes` served by a [`NotesHandler`]: a tower service that
 /// [`register_notes_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct NotesServer(::micro_otel::server::Routes);
+pub struct NotesServer(::micro_otel::server::Dispatch);
 impl NotesServer {
     /// Binds every method of `notes.Notes` to `handler`.
     pub fn new<H: NotesHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(notes_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(notes_methods::SERVICE, handler)
                 .unary(
                     &notes_methods::ADD,
                     |h, ctx, request| async move { h.add(ctx, request).await },
@@ -115,12 +101,12 @@ impl NotesServer {
 impl ::micro_otel::codegen::NamedService for NotesServer {
     const NAME: &'static str = notes_methods::SERVICE;
 }
-impl ::core::convert::From<NotesServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<NotesServer> for ::micro_otel::server::Dispatch {
     fn from(server: NotesServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for NotesServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -132,13 +118,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `notes.Notes` on `service`; fails once the service has
@@ -146,7 +132,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_notes_handler<H: NotesHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(NotesServer::new(handler))
 }
 /// Stores notes.

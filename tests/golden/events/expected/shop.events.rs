@@ -40,24 +40,23 @@ pub struct Receipt {
 }
 /// Names of the `shop.events.Orders` service and its methods.
 pub mod orders_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "shop.events.Orders";
+    /// Registry name of the service (its `(micro_otel.service_name)` option): what
+    /// the generated client calls by default.
+    pub const REGISTRY_NAME: &str = "orders.service";
     /// `PlaceOrder` (unary).
-    pub const PLACE_ORDER: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "PlaceOrder",
-        path: "/shop.events.Orders/PlaceOrder",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const PLACE_ORDER: Method = Method::new(
+        "/shop.events.Orders/PlaceOrder",
+        MethodKind::Unary,
+    );
     /// `GetOrder` (unary).
-    pub const GET_ORDER: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "GetOrder",
-        path: "/shop.events.Orders/GetOrder",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: true,
-    };
+    pub const GET_ORDER: Method = Method::new(
+            "/shop.events.Orders/GetOrder",
+            MethodKind::Unary,
+        )
+        .idempotent();
 }
 /// Places and reads orders.
 ///
@@ -84,12 +83,12 @@ pub trait OrdersHandler: Send + Sync + 'static {
 /// `shop.events.Orders` served by a [`OrdersHandler`]: a tower service that
 /// [`register_orders_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct OrdersServer(::micro_otel::server::Routes);
+pub struct OrdersServer(::micro_otel::server::Dispatch);
 impl OrdersServer {
     /// Binds every method of `shop.events.Orders` to `handler`.
     pub fn new<H: OrdersHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(orders_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(orders_methods::SERVICE, handler)
                 .unary(
                     &orders_methods::PLACE_ORDER,
                     |h, ctx, request| async move { h.place_order(ctx, request).await },
@@ -105,12 +104,12 @@ impl OrdersServer {
 impl ::micro_otel::codegen::NamedService for OrdersServer {
     const NAME: &'static str = orders_methods::SERVICE;
 }
-impl ::core::convert::From<OrdersServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<OrdersServer> for ::micro_otel::server::Dispatch {
     fn from(server: OrdersServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for OrdersServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -122,13 +121,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `shop.events.Orders` on `service`; fails once the service has
@@ -136,7 +135,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_orders_handler<H: OrdersHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(OrdersServer::new(handler))
 }
 /// Places and reads orders.
@@ -156,6 +155,11 @@ impl OrdersClient {
             client,
             target: ::micro_otel::Target::new(target),
         }
+    }
+    /// A client of `orders.service`, the registry name the proto gives the
+    /// service.
+    pub fn from_registry(client: ::micro_otel::Client) -> Self {
+        Self::new(orders_methods::REGISTRY_NAME, client)
     }
     /// Places an order; publishes an `OrderPlaced` event.
     pub async fn place_order(
@@ -195,12 +199,12 @@ pub fn order_shipped_publisher(
 /// Handles the [`order::Shipped`] messages of [`ORDER_SHIPPED_TOPIC`] with `handler` once
 /// `service` starts, behind its subscriber wrappers (tracing first), in a queue group named
 /// after the service; fails once the service has started.
-pub fn subscribe_order_shipped<H: ::micro_otel::broker::Handler<order::Shipped>>(
+pub fn subscribe_order_shipped<H: ::micro_otel::broker::MessageHandler<order::Shipped>>(
     service: &::micro_otel::Service,
     handler: H,
 ) -> ::core::result::Result<
     ::micro_otel::broker::SubscriberStats,
-    ::micro_otel::service::Error,
+    ::micro_otel::ServiceError,
 > {
     service
         .subscribe(::micro_otel::broker::Subscriber::new(ORDER_SHIPPED_TOPIC, handler))
@@ -224,12 +228,12 @@ pub fn order_placed_publisher(
 /// Handles the [`OrderPlaced`] messages of [`ORDER_PLACED_TOPIC`] with `handler` once
 /// `service` starts, behind its subscriber wrappers (tracing first), in a queue group named
 /// after the service; fails once the service has started.
-pub fn subscribe_order_placed<H: ::micro_otel::broker::Handler<OrderPlaced>>(
+pub fn subscribe_order_placed<H: ::micro_otel::broker::MessageHandler<OrderPlaced>>(
     service: &::micro_otel::Service,
     handler: H,
 ) -> ::core::result::Result<
     ::micro_otel::broker::SubscriberStats,
-    ::micro_otel::service::Error,
+    ::micro_otel::ServiceError,
 > {
     service.subscribe(::micro_otel::broker::Subscriber::new(ORDER_PLACED_TOPIC, handler))
 }

@@ -24,40 +24,23 @@ pub struct LowerCaseMessage {
 }
 /// Names of the `odd.type.Loop` service and its methods.
 pub mod loop_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "odd.type.Loop";
     /// `Type` (unary).
-    pub const TYPE: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Type",
-        path: "/odd.type.Loop/Type",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const TYPE: Method = Method::new("/odd.type.Loop/Type", MethodKind::Unary);
     /// `Async` (unary).
-    pub const ASYNC: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Async",
-        path: "/odd.type.Loop/Async",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const ASYNC: Method = Method::new("/odd.type.Loop/Async", MethodKind::Unary);
     /// `HTTPRequest` (unary).
-    pub const HTTP_REQUEST: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "HTTPRequest",
-        path: "/odd.type.Loop/HTTPRequest",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const HTTP_REQUEST: Method = Method::new(
+        "/odd.type.Loop/HTTPRequest",
+        MethodKind::Unary,
+    );
     /// `get_v2_thing` (unary).
-    pub const GET_V2_THING: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "get_v2_thing",
-        path: "/odd.type.Loop/get_v2_thing",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const GET_V2_THING: Method = Method::new(
+        "/odd.type.Loop/get_v2_thing",
+        MethodKind::Unary,
+    );
 }
 /// Names that are Rust keywords or unusual casings.
 ///
@@ -100,12 +83,12 @@ pub trait LoopHandler: Send + Sync + 'static {
 /// `odd.type.Loop` served by a [`LoopHandler`]: a tower service that
 /// [`register_loop_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct LoopServer(::micro_otel::server::Routes);
+pub struct LoopServer(::micro_otel::server::Dispatch);
 impl LoopServer {
     /// Binds every method of `odd.type.Loop` to `handler`.
     pub fn new<H: LoopHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(loop_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(loop_methods::SERVICE, handler)
                 .unary(
                     &loop_methods::TYPE,
                     |h, ctx, request| async move { h.r#type(ctx, request).await },
@@ -129,12 +112,12 @@ impl LoopServer {
 impl ::micro_otel::codegen::NamedService for LoopServer {
     const NAME: &'static str = loop_methods::SERVICE;
 }
-impl ::core::convert::From<LoopServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<LoopServer> for ::micro_otel::server::Dispatch {
     fn from(server: LoopServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for LoopServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -146,13 +129,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `odd.type.Loop` on `service`; fails once the service has
@@ -160,7 +143,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_loop_handler<H: LoopHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(LoopServer::new(handler))
 }
 /// Names that are Rust keywords or unusual casings.

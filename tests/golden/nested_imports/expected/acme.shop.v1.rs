@@ -23,24 +23,19 @@ pub mod cart {
 }
 /// Names of the `acme.shop.v1.Checkout` service and its methods.
 pub mod checkout_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "acme.shop.v1.Checkout";
     /// `Quote` (unary).
-    pub const QUOTE: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Quote",
-        path: "/acme.shop.v1.Checkout/Quote",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const QUOTE: Method = Method::new(
+        "/acme.shop.v1.Checkout/Quote",
+        MethodKind::Unary,
+    );
     /// `QuoteLines` (bidirectional streaming).
-    pub const QUOTE_LINES: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "QuoteLines",
-        path: "/acme.shop.v1.Checkout/QuoteLines",
-        kind: ::micro_otel::MethodKind::BidiStreaming,
-        idempotent: false,
-    };
+    pub const QUOTE_LINES: Method = Method::new(
+        "/acme.shop.v1.Checkout/QuoteLines",
+        MethodKind::BidiStreaming,
+    );
 }
 /// Turns carts into orders.
 ///
@@ -62,7 +57,7 @@ pub trait CheckoutHandler: Send + Sync + 'static {
     fn quote_lines(
         &self,
         ctx: ::micro_otel::Context,
-        requests: ::micro_otel::Streaming<cart::Line>,
+        requests: ::micro_otel::MessageStream<cart::Line>,
     ) -> impl ::core::future::Future<
         Output = ::core::result::Result<
             ::micro_otel::ResponseStream<super::super::common::v1::Money>,
@@ -73,12 +68,12 @@ pub trait CheckoutHandler: Send + Sync + 'static {
 /// `acme.shop.v1.Checkout` served by a [`CheckoutHandler`]: a tower service that
 /// [`register_checkout_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct CheckoutServer(::micro_otel::server::Routes);
+pub struct CheckoutServer(::micro_otel::server::Dispatch);
 impl CheckoutServer {
     /// Binds every method of `acme.shop.v1.Checkout` to `handler`.
     pub fn new<H: CheckoutHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(checkout_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(checkout_methods::SERVICE, handler)
                 .unary(
                     &checkout_methods::QUOTE,
                     |h, ctx, request| async move { h.quote(ctx, request).await },
@@ -94,12 +89,12 @@ impl CheckoutServer {
 impl ::micro_otel::codegen::NamedService for CheckoutServer {
     const NAME: &'static str = checkout_methods::SERVICE;
 }
-impl ::core::convert::From<CheckoutServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<CheckoutServer> for ::micro_otel::server::Dispatch {
     fn from(server: CheckoutServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for CheckoutServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -111,13 +106,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `acme.shop.v1.Checkout` on `service`; fails once the service has
@@ -125,7 +120,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_checkout_handler<H: CheckoutHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(CheckoutServer::new(handler))
 }
 /// Turns carts into orders.
@@ -160,7 +155,7 @@ impl CheckoutClient {
         &self,
         requests: impl ::micro_otel::IntoStreamingRequest<Message = cart::Line>,
     ) -> ::core::result::Result<
-        ::micro_otel::Streaming<super::super::common::v1::Money>,
+        ::micro_otel::MessageStream<super::super::common::v1::Money>,
         ::micro_otel::Status,
     > {
         self.client

@@ -25,40 +25,26 @@ pub struct EchoResponse {
 }
 /// Names of the `echo.v1.Echo` service and its methods.
 pub mod echo_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "echo.v1.Echo";
     /// `Unary` (unary).
-    pub const UNARY: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Unary",
-        path: "/echo.v1.Echo/Unary",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const UNARY: Method = Method::new("/echo.v1.Echo/Unary", MethodKind::Unary);
     /// `ServerStream` (server streaming).
-    pub const SERVER_STREAM: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "ServerStream",
-        path: "/echo.v1.Echo/ServerStream",
-        kind: ::micro_otel::MethodKind::ServerStreaming,
-        idempotent: false,
-    };
+    pub const SERVER_STREAM: Method = Method::new(
+        "/echo.v1.Echo/ServerStream",
+        MethodKind::ServerStreaming,
+    );
     /// `ClientStream` (client streaming).
-    pub const CLIENT_STREAM: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "ClientStream",
-        path: "/echo.v1.Echo/ClientStream",
-        kind: ::micro_otel::MethodKind::ClientStreaming,
-        idempotent: false,
-    };
+    pub const CLIENT_STREAM: Method = Method::new(
+        "/echo.v1.Echo/ClientStream",
+        MethodKind::ClientStreaming,
+    );
     /// `Bidi` (bidirectional streaming).
-    pub const BIDI: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Bidi",
-        path: "/echo.v1.Echo/Bidi",
-        kind: ::micro_otel::MethodKind::BidiStreaming,
-        idempotent: false,
-    };
+    pub const BIDI: Method = Method::new(
+        "/echo.v1.Echo/Bidi",
+        MethodKind::BidiStreaming,
+    );
 }
 /// Echoes messages back in every RPC shape.
 ///
@@ -88,7 +74,7 @@ pub trait EchoHandler: Send + Sync + 'static {
     fn client_stream(
         &self,
         ctx: ::micro_otel::Context,
-        requests: ::micro_otel::Streaming<EchoRequest>,
+        requests: ::micro_otel::MessageStream<EchoRequest>,
     ) -> impl ::core::future::Future<
         Output = ::core::result::Result<EchoResponse, ::micro_otel::Status>,
     > + Send;
@@ -96,7 +82,7 @@ pub trait EchoHandler: Send + Sync + 'static {
     fn bidi(
         &self,
         ctx: ::micro_otel::Context,
-        requests: ::micro_otel::Streaming<EchoRequest>,
+        requests: ::micro_otel::MessageStream<EchoRequest>,
     ) -> impl ::core::future::Future<
         Output = ::core::result::Result<
             ::micro_otel::ResponseStream<EchoResponse>,
@@ -107,12 +93,12 @@ pub trait EchoHandler: Send + Sync + 'static {
 /// `echo.v1.Echo` served by a [`EchoHandler`]: a tower service that
 /// [`register_echo_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct EchoServer(::micro_otel::server::Routes);
+pub struct EchoServer(::micro_otel::server::Dispatch);
 impl EchoServer {
     /// Binds every method of `echo.v1.Echo` to `handler`.
     pub fn new<H: EchoHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(echo_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(echo_methods::SERVICE, handler)
                 .unary(
                     &echo_methods::UNARY,
                     |h, ctx, request| async move { h.unary(ctx, request).await },
@@ -138,12 +124,12 @@ impl EchoServer {
 impl ::micro_otel::codegen::NamedService for EchoServer {
     const NAME: &'static str = echo_methods::SERVICE;
 }
-impl ::core::convert::From<EchoServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<EchoServer> for ::micro_otel::server::Dispatch {
     fn from(server: EchoServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for EchoServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -155,13 +141,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `echo.v1.Echo` on `service`; fails once the service has
@@ -169,7 +155,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_echo_handler<H: EchoHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(EchoServer::new(handler))
 }
 /// Echoes messages back in every RPC shape.
@@ -204,7 +190,7 @@ impl EchoClient {
         &self,
         request: impl ::micro_otel::IntoRequest<EchoRequest>,
     ) -> ::core::result::Result<
-        ::micro_otel::Streaming<EchoResponse>,
+        ::micro_otel::MessageStream<EchoResponse>,
         ::micro_otel::Status,
     > {
         self.client
@@ -233,7 +219,7 @@ impl EchoClient {
         &self,
         requests: impl ::micro_otel::IntoStreamingRequest<Message = EchoRequest>,
     ) -> ::core::result::Result<
-        ::micro_otel::Streaming<EchoResponse>,
+        ::micro_otel::MessageStream<EchoResponse>,
         ::micro_otel::Status,
     > {
         self.client

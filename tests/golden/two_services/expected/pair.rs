@@ -6,16 +6,11 @@ pub struct Ball {
 }
 /// Names of the `pair.Left` service and its methods.
 pub mod left_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "pair.Left";
     /// `Ping` (unary).
-    pub const PING: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Ping",
-        path: "/pair.Left/Ping",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const PING: Method = Method::new("/pair.Left/Ping", MethodKind::Unary);
 }
 /// First of two services in one file.
 ///
@@ -34,12 +29,12 @@ pub trait LeftHandler: Send + Sync + 'static {
 /// `pair.Left` served by a [`LeftHandler`]: a tower service that
 /// [`register_left_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct LeftServer(::micro_otel::server::Routes);
+pub struct LeftServer(::micro_otel::server::Dispatch);
 impl LeftServer {
     /// Binds every method of `pair.Left` to `handler`.
     pub fn new<H: LeftHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(left_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(left_methods::SERVICE, handler)
                 .unary(
                     &left_methods::PING,
                     |h, ctx, request| async move { h.ping(ctx, request).await },
@@ -51,12 +46,12 @@ impl LeftServer {
 impl ::micro_otel::codegen::NamedService for LeftServer {
     const NAME: &'static str = left_methods::SERVICE;
 }
-impl ::core::convert::From<LeftServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<LeftServer> for ::micro_otel::server::Dispatch {
     fn from(server: LeftServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for LeftServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -68,13 +63,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `pair.Left` on `service`; fails once the service has
@@ -82,7 +77,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_left_handler<H: LeftHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(LeftServer::new(handler))
 }
 /// First of two services in one file.
@@ -115,24 +110,16 @@ impl LeftClient {
 }
 /// Names of the `pair.Right` service and its methods.
 pub mod right_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "pair.Right";
     /// `Ping` (unary).
-    pub const PING: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Ping",
-        path: "/pair.Right/Ping",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const PING: Method = Method::new("/pair.Right/Ping", MethodKind::Unary);
     /// `Watch` (server streaming).
-    pub const WATCH: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Watch",
-        path: "/pair.Right/Watch",
-        kind: ::micro_otel::MethodKind::ServerStreaming,
-        idempotent: false,
-    };
+    pub const WATCH: Method = Method::new(
+        "/pair.Right/Watch",
+        MethodKind::ServerStreaming,
+    );
 }
 /// Second of two services in one file; shares the messages.
 ///
@@ -162,12 +149,12 @@ pub trait RightHandler: Send + Sync + 'static {
 /// `pair.Right` served by a [`RightHandler`]: a tower service that
 /// [`register_right_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct RightServer(::micro_otel::server::Routes);
+pub struct RightServer(::micro_otel::server::Dispatch);
 impl RightServer {
     /// Binds every method of `pair.Right` to `handler`.
     pub fn new<H: RightHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(right_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(right_methods::SERVICE, handler)
                 .unary(
                     &right_methods::PING,
                     |h, ctx, request| async move { h.ping(ctx, request).await },
@@ -183,12 +170,12 @@ impl RightServer {
 impl ::micro_otel::codegen::NamedService for RightServer {
     const NAME: &'static str = right_methods::SERVICE;
 }
-impl ::core::convert::From<RightServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<RightServer> for ::micro_otel::server::Dispatch {
     fn from(server: RightServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for RightServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -200,13 +187,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `pair.Right` on `service`; fails once the service has
@@ -214,7 +201,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_right_handler<H: RightHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(RightServer::new(handler))
 }
 /// Second of two services in one file; shares the messages.
@@ -248,7 +235,10 @@ impl RightClient {
     pub async fn watch(
         &self,
         request: impl ::micro_otel::IntoRequest<Ball>,
-    ) -> ::core::result::Result<::micro_otel::Streaming<Ball>, ::micro_otel::Status> {
+    ) -> ::core::result::Result<
+        ::micro_otel::MessageStream<Ball>,
+        ::micro_otel::Status,
+    > {
         self.client
             .server_streaming(
                 &self.target,

@@ -103,40 +103,25 @@ pub struct UserCreatedEvent {
 }
 /// Names of the `user.User` service and its methods.
 pub mod user_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "user.User";
     /// `CreateUser` (unary).
-    pub const CREATE_USER: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "CreateUser",
-        path: "/user.User/CreateUser",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const CREATE_USER: Method = Method::new(
+        "/user.User/CreateUser",
+        MethodKind::Unary,
+    );
     /// `GetUser` (unary).
-    pub const GET_USER: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "GetUser",
-        path: "/user.User/GetUser",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: true,
-    };
+    pub const GET_USER: Method = Method::new("/user.User/GetUser", MethodKind::Unary)
+        .idempotent();
     /// `ListUsers` (unary).
-    pub const LIST_USERS: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "ListUsers",
-        path: "/user.User/ListUsers",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: true,
-    };
+    pub const LIST_USERS: Method = Method::new("/user.User/ListUsers", MethodKind::Unary)
+        .idempotent();
     /// `WatchUsers` (server streaming).
-    pub const WATCH_USERS: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "WatchUsers",
-        path: "/user.User/WatchUsers",
-        kind: ::micro_otel::MethodKind::ServerStreaming,
-        idempotent: false,
-    };
+    pub const WATCH_USERS: Method = Method::new(
+        "/user.User/WatchUsers",
+        MethodKind::ServerStreaming,
+    );
 }
 /// Manages users: create them, read them back, page through them, watch changes.
 ///
@@ -182,12 +167,12 @@ pub trait UserHandler: Send + Sync + 'static {
 /// `user.User` served by a [`UserHandler`]: a tower service that
 /// [`register_user_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct UserServer(::micro_otel::server::Routes);
+pub struct UserServer(::micro_otel::server::Dispatch);
 impl UserServer {
     /// Binds every method of `user.User` to `handler`.
     pub fn new<H: UserHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(user_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(user_methods::SERVICE, handler)
                 .unary(
                     &user_methods::CREATE_USER,
                     |h, ctx, request| async move { h.create_user(ctx, request).await },
@@ -211,12 +196,12 @@ impl UserServer {
 impl ::micro_otel::codegen::NamedService for UserServer {
     const NAME: &'static str = user_methods::SERVICE;
 }
-impl ::core::convert::From<UserServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<UserServer> for ::micro_otel::server::Dispatch {
     fn from(server: UserServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for UserServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -228,13 +213,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `user.User` on `service`; fails once the service has
@@ -242,7 +227,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_user_handler<H: UserHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(UserServer::new(handler))
 }
 /// Manages users: create them, read them back, page through them, watch changes.
@@ -295,7 +280,7 @@ impl UserClient {
         &self,
         request: impl ::micro_otel::IntoRequest<WatchUsersRequest>,
     ) -> ::core::result::Result<
-        ::micro_otel::Streaming<UserEvent>,
+        ::micro_otel::MessageStream<UserEvent>,
         ::micro_otel::Status,
     > {
         self.client

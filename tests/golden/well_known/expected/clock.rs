@@ -12,40 +12,20 @@ pub struct Alarm {
 }
 /// Names of the `clock.Clock` service and its methods.
 pub mod clock_methods {
+    use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
     pub const SERVICE: &str = "clock.Clock";
     /// `Now` (unary).
-    pub const NOW: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Now",
-        path: "/clock.Clock/Now",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const NOW: Method = Method::new("/clock.Clock/Now", MethodKind::Unary);
     /// `Sleep` (unary).
-    pub const SLEEP: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Sleep",
-        path: "/clock.Clock/Sleep",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const SLEEP: Method = Method::new("/clock.Clock/Sleep", MethodKind::Unary);
     /// `Describe` (unary).
-    pub const DESCRIBE: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Describe",
-        path: "/clock.Clock/Describe",
-        kind: ::micro_otel::MethodKind::Unary,
-        idempotent: false,
-    };
+    pub const DESCRIBE: Method = Method::new("/clock.Clock/Describe", MethodKind::Unary);
     /// `Tick` (server streaming).
-    pub const TICK: ::micro_otel::Method = ::micro_otel::Method {
-        service: SERVICE,
-        name: "Tick",
-        path: "/clock.Clock/Tick",
-        kind: ::micro_otel::MethodKind::ServerStreaming,
-        idempotent: false,
-    };
+    pub const TICK: Method = Method::new(
+        "/clock.Clock/Tick",
+        MethodKind::ServerStreaming,
+    );
 }
 /// Well-known types as requests and responses.
 ///
@@ -91,12 +71,12 @@ pub trait ClockHandler: Send + Sync + 'static {
 /// `clock.Clock` served by a [`ClockHandler`]: a tower service that
 /// [`register_clock_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
-pub struct ClockServer(::micro_otel::server::Routes);
+pub struct ClockServer(::micro_otel::server::Dispatch);
 impl ClockServer {
     /// Binds every method of `clock.Clock` to `handler`.
     pub fn new<H: ClockHandler>(handler: H) -> Self {
         Self(
-            ::micro_otel::server::Routes::builder(clock_methods::SERVICE, handler)
+            ::micro_otel::server::Dispatch::builder(clock_methods::SERVICE, handler)
                 .unary(
                     &clock_methods::NOW,
                     |h, ctx, request| async move { h.now(ctx, request).await },
@@ -120,12 +100,12 @@ impl ClockServer {
 impl ::micro_otel::codegen::NamedService for ClockServer {
     const NAME: &'static str = clock_methods::SERVICE;
 }
-impl ::core::convert::From<ClockServer> for ::micro_otel::server::Routes {
+impl ::core::convert::From<ClockServer> for ::micro_otel::server::Dispatch {
     fn from(server: ClockServer) -> Self {
         server.0
     }
 }
-impl ::micro_otel::codegen::Service<
+impl ::micro_otel::codegen::TowerService<
     ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
 > for ClockServer {
     type Response = ::micro_otel::codegen::http::Response<::micro_otel::codegen::Body>;
@@ -137,13 +117,13 @@ impl ::micro_otel::codegen::Service<
         &mut self,
         cx: &mut ::micro_otel::codegen::TaskContext<'_>,
     ) -> ::micro_otel::codegen::Poll<::core::result::Result<(), Self::Error>> {
-        ::micro_otel::codegen::Service::poll_ready(&mut self.0, cx)
+        ::micro_otel::codegen::TowerService::poll_ready(&mut self.0, cx)
     }
     fn call(
         &mut self,
         request: ::micro_otel::codegen::http::Request<::micro_otel::codegen::Body>,
     ) -> Self::Future {
-        ::micro_otel::codegen::Service::call(&mut self.0, request)
+        ::micro_otel::codegen::TowerService::call(&mut self.0, request)
     }
 }
 /// Serves `handler` as `clock.Clock` on `service`; fails once the service has
@@ -151,7 +131,7 @@ impl ::micro_otel::codegen::Service<
 pub fn register_clock_handler<H: ClockHandler>(
     service: &::micro_otel::Service,
     handler: H,
-) -> ::core::result::Result<(), ::micro_otel::service::Error> {
+) -> ::core::result::Result<(), ::micro_otel::ServiceError> {
     service.handle(ClockServer::new(handler))
 }
 /// Well-known types as requests and responses.
@@ -204,7 +184,7 @@ impl ClockClient {
         &self,
         request: impl ::micro_otel::IntoRequest<::prost_types::Duration>,
     ) -> ::core::result::Result<
-        ::micro_otel::Streaming<::prost_types::Timestamp>,
+        ::micro_otel::MessageStream<::prost_types::Timestamp>,
         ::micro_otel::Status,
     > {
         self.client

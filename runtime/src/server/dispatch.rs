@@ -1,6 +1,6 @@
-//! [`Routes`]: one proto service's methods bound to a handler, served as a tower service.
+//! [`Dispatch`]: one proto service's methods bound to a handler, served as a tower service.
 //!
-//! Generated code builds a `Routes` per service with one call per method; everything that
+//! Generated code builds a `Dispatch` per service with one call per method; everything that
 //! turns HTTP/2 requests into typed handler calls lives here, not in generated code.
 
 use std::collections::HashMap;
@@ -18,11 +18,12 @@ use tonic::server::Grpc;
 use tonic::{Extensions, Status};
 use tower::service_fn;
 
+use crate::builtin::BuiltIns;
 use crate::call::{
-    AnyMessage, BoxFuture, Call, Context, Decode, ErasedCodec, MessageStream, Method, MethodKind,
-    Payload, Reply, deadline, decode,
+    AnyMessage, AnyMessageStream, BoxFuture, Call, Context, Decode, ErasedCodec, Method,
+    MethodKind, Payload, Reply, deadline, decode,
 };
-use crate::stream::{ResponseStream, Streaming};
+use crate::call::{MessageStream, ResponseStream};
 use crate::wrapper::{Chain, Terminal, Wrappers};
 
 /// A proto service's methods bound to a handler: a tower service answering gRPC requests.
@@ -30,7 +31,7 @@ use crate::wrapper::{Chain, Terminal, Wrappers};
 /// Built by generated code (`UserServer::new(handler)`), then either added to a
 /// [`crate::Service`] (which sets its wrappers) or mounted on any tonic server.
 #[derive(Clone)]
-pub struct Routes {
+pub struct Dispatch {
     inner: Arc<Inner>,
 }
 
@@ -49,13 +50,13 @@ struct Route {
     chain: Arc<Chain>,
 }
 
-impl Routes {
+impl Dispatch {
     /// Starts binding the methods of `service` (e.g. `user.User`) to `handler`.
     pub fn builder<H: Send + Sync + 'static>(
         service: &'static str,
         handler: H,
-    ) -> RoutesBuilder<H> {
-        RoutesBuilder {
+    ) -> DispatchBuilder<H> {
+        DispatchBuilder {
             service,
             handler: Arc::new(handler),
             methods: HashMap::new(),
@@ -121,7 +122,7 @@ async fn dispatch(route: Route, req: http::Request<HttpBody>) -> http::Response<
     let many = |r: tonic::Request<tonic::Streaming<AnyMessage>>| {
         route.call(r, |s| Payload::Stream(Box::pin(s)))
     };
-    match route.method.kind {
+    match route.method.kind() {
         MethodKind::Unary => {
             let answer = |r| reply_message(one(r));
             grpc.unary(service_fn(answer), req).await
@@ -158,7 +159,7 @@ async fn reply_message(
 
 async fn reply_stream(
     reply: BoxFuture<Result<Reply, Status>>,
-) -> Result<tonic::Response<MessageStream>, Status> {
+) -> Result<tonic::Response<AnyMessageStream>, Status> {
     let reply = reply.await?;
     let stream = reply.payload.into_stream()?;
     Ok(tonic::Response::from_parts(
@@ -185,9 +186,9 @@ impl Route {
     }
 }
 
-impl std::fmt::Debug for Routes {
+impl std::fmt::Debug for Dispatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Routes")
+        f.debug_struct("Dispatch")
             .field("service", &self.inner.service)
             .field("methods", &self.inner.methods.len())
             .field("wrappers", &self.inner.wrappers)
@@ -195,7 +196,7 @@ impl std::fmt::Debug for Routes {
     }
 }
 
-impl tower_service::Service<http::Request<HttpBody>> for Routes {
+impl tower_service::Service<http::Request<HttpBody>> for Dispatch {
     type Response = http::Response<HttpBody>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
@@ -210,14 +211,14 @@ impl tower_service::Service<http::Request<HttpBody>> for Routes {
     }
 }
 
-/// Collects one route per method; finish with [`RoutesBuilder::build`].
-pub struct RoutesBuilder<H> {
+/// Collects one route per method; finish with [`DispatchBuilder::build`].
+pub struct DispatchBuilder<H> {
     service: &'static str,
     handler: Arc<H>,
     methods: HashMap<&'static str, Route>,
 }
 
-impl<H: Send + Sync + 'static> RoutesBuilder<H> {
+impl<H: Send + Sync + 'static> DispatchBuilder<H> {
     /// Binds `method` to `f`, converting payloads as its input `I` and output `O` say.
     fn bind<I, O, F, Fut>(mut self, method: &'static Method, f: F) -> Self
     where
@@ -227,7 +228,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
         Fut: Future<Output = Result<O::Value, Status>> + Send + 'static,
     {
         let handler = self.handler.clone();
-        let handler: Arc<dyn Terminal> = Arc::new(Handler(move |ctx, payload| {
+        let handler: Arc<dyn Terminal> = Arc::new(HandlerFn(move |ctx, payload| {
             // Combinators, not `async` blocks: each block would store the handler's future
             // twice (as a capture and as the awaited value), and it is allocated per call.
             Ok(f(handler.clone(), ctx, I::input(payload)?).map_ok(O::output))
@@ -238,7 +239,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
             chain: Chain::new(Wrappers::default(), handler.clone()),
             handler,
         };
-        self.methods.insert(method.path, route);
+        self.methods.insert(method.path(), route);
         self
     }
 
@@ -269,7 +270,7 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
     where
         Req: prost::Message + Default + Clone + 'static,
         Resp: prost::Message + Clone + 'static,
-        F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<H>, Context, MessageStream<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
         self.bind::<Many<Req>, One<Resp>, _, _>(method, f)
@@ -280,23 +281,23 @@ impl<H: Send + Sync + 'static> RoutesBuilder<H> {
     where
         Req: prost::Message + Default + Clone + 'static,
         Resp: prost::Message + Clone + 'static,
-        F: Fn(Arc<H>, Context, Streaming<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<H>, Context, MessageStream<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ResponseStream<Resp>, Status>> + Send + 'static,
     {
         self.bind::<Many<Req>, Many<Resp>, _, _>(method, f)
     }
 
-    /// Finishes the routes with the default wrapper chain: tracing through the global
-    /// tracer provider. [`crate::Service`] replaces it with the service's own chain.
-    pub fn build(self) -> Routes {
-        Routes {
+    /// Finishes the dispatch with the default chain: the built-in wrappers (tracing through
+    /// the global tracer provider). [`crate::Service`] replaces it with the service's own.
+    pub fn build(self) -> Dispatch {
+        Dispatch {
             inner: Arc::new(Inner {
                 service: self.service,
                 methods: self.methods,
                 wrappers: Wrappers::default(),
             }),
         }
-        .with_wrappers(crate::trace::default_handler_wrappers())
+        .with_wrappers(BuiltIns::default().chains().incoming(&[]))
     }
 }
 
@@ -332,10 +333,10 @@ impl<T: prost::Message + Default + Clone + 'static> Input for One<T> {
 }
 
 impl<T: prost::Message + Default + Clone + 'static> Input for Many<T> {
-    type Value = Streaming<T>;
+    type Value = MessageStream<T>;
     const DECODE: Decode = decode::<T>;
-    fn input(payload: Payload) -> Result<Streaming<T>, Status> {
-        Ok(Streaming::new(payload.into_stream()?))
+    fn input(payload: Payload) -> Result<MessageStream<T>, Status> {
+        Ok(MessageStream::new(payload.into_stream()?))
     }
 }
 
@@ -357,9 +358,9 @@ impl<T: prost::Message + Clone + 'static> Output for Many<T> {
 /// attached, so spans the handler opens nest under the server span, and cancels it (by
 /// dropping it) when the caller's deadline passes. Headers the handler sets on the context
 /// go out with its reply (or its error).
-struct Handler<F>(F);
+struct HandlerFn<F>(F);
 
-impl<F, Fut> Terminal for Handler<F>
+impl<F, Fut> Terminal for HandlerFn<F>
 where
     F: Fn(Context, Payload) -> Result<Fut, Status> + Send + Sync + 'static,
     Fut: Future<Output = Result<Payload, Status>> + Send + 'static,
