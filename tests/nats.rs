@@ -184,9 +184,9 @@ async fn jetstream_a_handler_failing_twice_sees_the_message_three_times_then_it_
             move |ctx: Context, _job: EchoRequest| {
                 let log = log.clone();
                 async move {
-                    let id = ctx.messaging().and_then(|m| m.message_id.clone());
+                    let messaging = ctx.messaging().expect("a message");
                     let mut ids = log.lock().unwrap();
-                    ids.push(id);
+                    ids.push((messaging.message_id.clone(), messaging.delivery_attempt));
                     if ids.len() <= 2 {
                         return Err(Status::unavailable("not yet"));
                     }
@@ -249,8 +249,8 @@ async fn jetstream_a_handler_failing_twice_sees_the_message_three_times_then_it_
     let ids = ids.lock().unwrap().clone();
     assert_eq!(
         ids,
-        vec![Some("1".into()); 3],
-        "the same message (stream sequence 1), three times"
+        [1, 2, 3].map(|attempt| (Some("1".into()), attempt)),
+        "the same message (stream sequence 1), three times, the handler seeing each attempt"
     );
     assert_eq!((stats.failed(), stats.handled()), (2, 1));
     running.stop().await.unwrap();

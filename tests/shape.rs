@@ -619,12 +619,14 @@ async fn publish_and_process_operations_get_producer_and_consumer_spans() {
     let spans = Spans::default();
     let tracing = Tracing::new(&spans.provider());
     let message = |kind, group: Option<&str>| {
-        Operation::from(Messaging {
-            topic: "user.created".into(),
-            kind,
-            system: "memory",
-            group: group.map(Into::into),
-            message_id: Some("m-1".into()),
+        let messaging = match kind {
+            MessagingKind::Publish => Messaging::publish("user.created", "memory"),
+            MessagingKind::Process => Messaging::process("user.created", "memory"),
+        };
+        let messaging = messaging.message_id("m-1");
+        Operation::from(match group {
+            Some(group) => messaging.group(group),
+            None => messaging,
         })
     };
     let delivered = Arc::new(Mutex::new(None));

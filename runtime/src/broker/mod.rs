@@ -25,7 +25,7 @@ pub use nats::{JetStreamConfig, NatsBroker};
 pub use rabbitmq::RabbitMqBroker;
 pub use subscriber::{MessageHandler, Subscriber, SubscriberStats};
 
-use crate::call::{AnyMessage, BoxFuture, Call, Context, Messaging, MessagingKind, Payload, Reply};
+use crate::call::{AnyMessage, BoxFuture, Call, Context, Messaging, Payload, Reply};
 use crate::wrapper::{Chain, Terminal, Wrappers};
 
 /// Why a broker operation failed.
@@ -167,7 +167,7 @@ impl<M> std::fmt::Debug for Publisher<M> {
 
 impl<M: prost::Message + Clone + 'static> Publisher<M> {
     /// A publisher of `M` to `topic` on `broker`, behind `wrappers` (outermost first).
-    pub fn new(broker: Arc<dyn Broker>, topic: &str, wrappers: Wrappers) -> Self {
+    pub(crate) fn new(broker: Arc<dyn Broker>, topic: &str, wrappers: Wrappers) -> Self {
         Self {
             topic: topic.into(),
             system: broker.system(),
@@ -189,16 +189,7 @@ impl<M: prost::Message + Clone + 'static> Publisher<M> {
 
     /// Publishes `message` with extra headers.
     pub async fn publish_with(&self, message: &M, headers: MetadataMap) -> Result<(), Status> {
-        let mut ctx = Context::new(
-            Messaging {
-                topic: self.topic.clone(),
-                kind: MessagingKind::Publish,
-                system: self.system,
-                group: None,
-                message_id: None,
-            },
-            headers,
-        );
+        let mut ctx = Context::new(Messaging::publish(self.topic.clone(), self.system), headers);
         ctx.set_otel(opentelemetry::Context::current());
         let payload = Payload::Message(AnyMessage::new(message.clone()));
         self.chain.run(Call::new(ctx, payload)).await.map(drop)

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tonic::Status;
 
 use super::{Broker, BrokerError, Delivery};
-use crate::call::{AnyMessage, BoxFuture, Call, Context, Messaging, MessagingKind, Payload, Reply};
+use crate::call::{AnyMessage, BoxFuture, Call, Context, Messaging, Payload, Reply};
 use crate::wrapper::{Chain, Terminal, Wrappers};
 
 /// How many messages one subscription handles at once unless told otherwise.
@@ -196,7 +196,7 @@ impl Subscriber {
         let Delivery {
             message,
             settle,
-            attempt: _,
+            attempt,
         } = delivery;
         let body = match (self.decode)(&message.body) {
             Ok(body) => body,
@@ -209,16 +209,11 @@ impl Subscriber {
                 return;
             }
         };
-        let ctx = Context::new(
-            Messaging {
-                topic: self.topic.clone(),
-                kind: MessagingKind::Process,
-                system,
-                group: self.group.clone(),
-                message_id: message.id.map(Into::into),
-            },
-            message.headers,
-        );
+        let mut messaging =
+            Messaging::process(self.topic.clone(), system).delivery_attempt(attempt);
+        messaging.group = self.group.clone();
+        messaging.message_id = message.id.map(Into::into);
+        let ctx = Context::new(messaging, message.headers);
         let outcome = chain.run(Call::new(ctx, Payload::Message(body))).await;
         let settled = match (outcome, settle) {
             (Ok(_), settle) => {

@@ -38,6 +38,7 @@ impl From<Messaging> for Operation {
 
 /// A pub/sub operation: which topic, which direction, which consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Messaging {
     /// The topic (subject, routing key) published to or consumed from.
     pub topic: Arc<str>,
@@ -49,6 +50,50 @@ pub struct Messaging {
     pub group: Option<Arc<str>>,
     /// The broker's id of the message, when it has one.
     pub message_id: Option<Arc<str>>,
+    /// Which delivery of the message this processing is, from 1 (a redelivering broker
+    /// counts up); 0 for a publish.
+    pub delivery_attempt: u32,
+}
+
+impl Messaging {
+    /// Publishing to `topic` on `system` (`nats`, `rabbitmq`, `memory`…).
+    pub fn publish(topic: impl Into<Arc<str>>, system: &'static str) -> Self {
+        Self {
+            topic: topic.into(),
+            kind: MessagingKind::Publish,
+            system,
+            group: None,
+            message_id: None,
+            delivery_attempt: 0,
+        }
+    }
+
+    /// Processing the first delivery of a message of `topic` from `system`.
+    pub fn process(topic: impl Into<Arc<str>>, system: &'static str) -> Self {
+        Self {
+            kind: MessagingKind::Process,
+            delivery_attempt: 1,
+            ..Self::publish(topic, system)
+        }
+    }
+
+    /// The same operation in the consumer group `group`.
+    pub fn group(mut self, group: impl Into<Arc<str>>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// The same operation on the message the broker calls `id`.
+    pub fn message_id(mut self, id: impl Into<Arc<str>>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    /// The same processing, of delivery `attempt` (from 1).
+    pub fn delivery_attempt(mut self, attempt: u32) -> Self {
+        self.delivery_attempt = attempt;
+        self
+    }
 }
 
 /// The direction of a pub/sub operation.

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use super::{Change, Node, Registry, RegistryError};
 
 /// The nodes of one service as last seen.
-pub type Nodes = Arc<[Arc<Node>]>;
+pub(crate) type Nodes = Arc<[Arc<Node>]>;
 
 /// Called with every node that left a watched service.
 type OnRemoved = Arc<dyn Fn(&Node) + Send + Sync>;
@@ -32,7 +32,7 @@ enum State {
 ///
 /// When the registry becomes unreachable the last known nodes stay in use (and that is
 /// logged once, not per call) while the watch is retried with a growing delay.
-pub struct Cache {
+pub(crate) struct Cache {
     registry: Arc<dyn Registry>,
     services: RwLock<HashMap<String, watch::Receiver<State>>>,
     tasks: std::sync::Mutex<Vec<AbortHandle>>,
@@ -42,7 +42,7 @@ pub struct Cache {
 
 impl Cache {
     /// A cache in front of `registry`.
-    pub fn new(registry: Arc<dyn Registry>) -> Self {
+    pub(crate) fn new(registry: Arc<dyn Registry>) -> Self {
         Self {
             registry,
             services: RwLock::default(),
@@ -54,19 +54,14 @@ impl Cache {
 
     /// Calls `f` with each node that leaves a watched service (the client drops its
     /// connection to it).
-    pub fn on_removed(mut self, f: impl Fn(&Node) + Send + Sync + 'static) -> Self {
+    pub(crate) fn on_removed(mut self, f: impl Fn(&Node) + Send + Sync + 'static) -> Self {
         self.on_removed = Some(Arc::new(f));
         self
     }
 
-    /// The registry behind the cache.
-    pub fn registry(&self) -> &Arc<dyn Registry> {
-        &self.registry
-    }
-
     /// The nodes of `service`: from memory once the service is watched; the first call for
     /// a service waits for the registry's first answer.
-    pub async fn nodes(&self, service: &str) -> Result<Nodes, RegistryError> {
+    pub(crate) async fn nodes(&self, service: &str) -> Result<Nodes, RegistryError> {
         if let Some(Ok(nodes)) = self.known(service) {
             return Ok(nodes);
         }
@@ -86,7 +81,7 @@ impl Cache {
     }
 
     /// The nodes of `service` without waiting: `None` if the first answer has not come.
-    pub fn known(&self, service: &str) -> Option<Result<Nodes, RegistryError>> {
+    pub(crate) fn known(&self, service: &str) -> Option<Result<Nodes, RegistryError>> {
         let services = self.services.read().unwrap_or_else(|e| e.into_inner());
         match &*services.get(service)?.borrow() {
             State::Known(nodes) => Some(Ok(nodes.clone())),

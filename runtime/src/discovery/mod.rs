@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::Stream;
 
 pub use crate::call::Node;
-pub use cache::{Cache, Nodes};
+pub(crate) use cache::{Cache, Nodes};
 #[cfg(feature = "consul")]
 pub use consul::ConsulRegistry;
 #[cfg(feature = "dns")]
@@ -104,7 +104,8 @@ pub trait Registry: Send + Sync + 'static {
 
     /// The nodes of `service` as they change: first every node at the time of the call
     /// (possibly none), then one [`Change`] per change. The stream ends or fails when the
-    /// backend loses track; the [`Cache`] then keeps the last nodes and watches again.
+    /// backend loses track; the client's registry cache then keeps the last nodes and
+    /// watches again.
     fn watch(&self, service: &str) -> Watch;
 }
 

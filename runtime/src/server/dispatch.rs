@@ -68,13 +68,8 @@ impl Dispatch {
         self.inner.service
     }
 
-    /// The methods served, in no particular order.
-    pub fn methods(&self) -> impl Iterator<Item = &'static Method> + '_ {
-        self.inner.methods.values().map(|r| r.method)
-    }
-
-    /// The same routes behind a different wrapper chain (first is outermost).
-    pub fn with_wrappers(self, wrappers: Wrappers) -> Self {
+    /// The same dispatch behind a different wrapper chain (first is outermost).
+    pub(crate) fn with_wrappers(self, wrappers: Wrappers) -> Self {
         let methods = self
             .inner
             .methods
@@ -100,7 +95,10 @@ impl Dispatch {
     }
 
     /// Answers one HTTP/2 gRPC request.
-    pub fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
+    pub(crate) fn serve(
+        &self,
+        req: http::Request<HttpBody>,
+    ) -> BoxFuture<http::Response<HttpBody>> {
         match self.inner.methods.get(req.uri().path()) {
             Some(route) => Box::pin(dispatch(route.clone(), req)),
             None => {

@@ -49,21 +49,21 @@ pub(crate) trait Terminal: Send + Sync + 'static {
 
 /// An ordered list of wrappers; the first is the outermost.
 #[derive(Clone, Default)]
-pub struct Wrappers(Arc<[Arc<dyn Wrapper>]>);
+pub(crate) struct Wrappers(Arc<[Arc<dyn Wrapper>]>);
 
 impl Wrappers {
     /// A list of the given wrappers, outermost first.
-    pub fn new(wrappers: Vec<Arc<dyn Wrapper>>) -> Self {
+    pub(crate) fn new(wrappers: Vec<Arc<dyn Wrapper>>) -> Self {
         Self(wrappers.into())
     }
 
     /// Number of wrappers.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// True when there are no wrappers.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -117,7 +117,7 @@ pub struct Next {
 impl Next {
     /// Whether wrappers remain before the terminal step (the handler, or node selection and
     /// the transport).
-    pub fn has_wrappers(&self) -> bool {
+    pub(crate) fn has_wrappers(&self) -> bool {
         self.index < self.chain.wrappers.len()
     }
 
