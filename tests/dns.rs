@@ -1,7 +1,8 @@
 //! The DNS registry against a real DNS server: each test starts its own dnsmasq on a free
 //! 127.0.0.1 port (Debian `dnsmasq-base`, installed by `.ci/run`), answering for `.test`
-//! from a hosts file it re-reads on SIGHUP and from `--srv-host` records. Outside CI a
-//! missing dnsmasq skips these tests loudly; inside CI (`CI=true`) it fails them.
+//! from a hosts file it re-reads on SIGHUP and from `--srv-host` records. Where the build
+//! finds no dnsmasq, these tests are ignored with the reason (`tools.rs`); in CI
+//! (`CI=true`) they run, and fail without it.
 //!
 //! Instances of one service differ by address, not port (a headless service's pods all
 //! serve on the same port): they listen on 127.0.0.1, 127.0.0.2 and 127.0.0.3 (all of
@@ -23,7 +24,7 @@ use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::discovery::{eventually, ids, next_change, request};
 use micro_otel_tests::harness::echo::{self, EchoClient};
-use micro_otel_tests::harness::{Echo, Spans, skip_outside_ci};
+use micro_otel_tests::harness::{Echo, Spans, missing};
 use tonic::metadata::AsciiMetadataValue;
 
 /// The reply header in which each instance names the address it listens on.
@@ -39,15 +40,13 @@ struct Dnsmasq {
 impl Dnsmasq {
     /// Starts dnsmasq answering for `.test` with `hosts` (hosts-file lines) and `srv`
     /// (`--srv-host` values), every answer valid for `ttl` seconds, and waits until it
-    /// answers; `None` (after the skip message, or failing in CI) if dnsmasq is not
-    /// installed.
-    async fn start(hosts: &str, srv: &[String], ttl: u32) -> Option<Self> {
+    /// answers.
+    async fn start(hosts: &str, srv: &[String], ttl: u32) -> Self {
         let Some(dnsmasq) = ["dnsmasq", "/usr/sbin/dnsmasq"]
             .into_iter()
             .find(|path| Command::new(path).arg("--version").output().is_ok())
         else {
-            skip_outside_ci("dnsmasq not found; `apt-get install dnsmasq-base`");
-            return None;
+            missing("dnsmasq not found; `apt-get install dnsmasq-base`");
         };
         let dir = tempfile::tempdir().expect("a temporary folder");
         std::fs::write(dir.path().join("hosts"), hosts).expect("hosts file written");
@@ -83,7 +82,7 @@ impl Dnsmasq {
                 .spawn()
                 .expect("dnsmasq starts");
             if answers(&mut child, port, &log_path).await {
-                return Some(Self { child, dir, port });
+                return Self { child, dir, port };
             }
             log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let _ = child.kill();
@@ -247,12 +246,14 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(ip, n)| (ip.to_string(), *n)).collect()
 }
 
+#[cfg_attr(
+    not(have_dnsmasq),
+    ignore = "needs dnsmasq: apt-get install dnsmasq-base"
+)]
 #[tokio::test]
 async fn a_name_with_three_a_records_spreads_round_robin_calls_evenly_over_the_three_addresses() {
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let Some(dns) = Dnsmasq::start(&hosts("echo.test", &ips), &[], 60).await else {
-        return;
-    };
+    let dns = Dnsmasq::start(&hosts("echo.test", &ips), &[], 60).await;
     let spans = Spans::default();
     // The instances "register" in DNS too: a no-op that lets them start.
     let (port, instances) = start_echoes(&ips, &dns.a_records(0), &spans).await;
@@ -281,13 +282,15 @@ async fn a_name_with_three_a_records_spreads_round_robin_calls_evenly_over_the_t
     }
 }
 
+#[cfg_attr(
+    not(have_dnsmasq),
+    ignore = "needs dnsmasq: apt-get install dnsmasq-base"
+)]
 #[tokio::test]
 async fn a_record_removed_from_dns_is_left_out_after_its_ttl_and_one_added_back_is_called_again() {
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
     let ttl = Duration::from_secs(1);
-    let Some(dns) = Dnsmasq::start(&hosts("echo.test", &ips), &[], 1).await else {
-        return;
-    };
+    let dns = Dnsmasq::start(&hosts("echo.test", &ips), &[], 1).await;
     let spans = Spans::default();
     let (port, instances) = start_echoes(&ips, &dns.a_records(0), &spans).await;
     let registry = dns.a_records(port);
@@ -339,6 +342,10 @@ async fn a_record_removed_from_dns_is_left_out_after_its_ttl_and_one_added_back_
     }
 }
 
+#[cfg_attr(
+    not(have_dnsmasq),
+    ignore = "needs dnsmasq: apt-get install dnsmasq-base"
+)]
 #[tokio::test]
 async fn srv_records_give_one_node_per_target_and_port_with_their_weight_and_priority() {
     let spans = Spans::default();
@@ -362,9 +369,7 @@ async fn srv_records_give_one_node_per_target_and_port_with_their_weight_and_pri
         "_grpc._tcp.echo.test,nowhere.test,9,0,5".to_owned(),
     ];
     let names = "127.0.0.1 one.test\n127.0.0.1 two.test\n";
-    let Some(dns) = Dnsmasq::start(names, &srv, 60).await else {
-        return;
-    };
+    let dns = Dnsmasq::start(names, &srv, 60).await;
     let registry = DnsRegistry::srv()
         .name_server(dns.address())
         .map_name(|service| format!("_grpc._tcp.{service}"));
@@ -410,11 +415,13 @@ async fn srv_records_give_one_node_per_target_and_port_with_their_weight_and_pri
     second.stop().await.unwrap();
 }
 
+#[cfg_attr(
+    not(have_dnsmasq),
+    ignore = "needs dnsmasq: apt-get install dnsmasq-base"
+)]
 #[tokio::test]
 async fn a_name_with_no_records_has_no_nodes_and_its_watch_starts_empty() {
-    let Some(dns) = Dnsmasq::start(&hosts("other.test", &["127.0.0.1"]), &[], 1).await else {
-        return;
-    };
+    let dns = Dnsmasq::start(&hosts("other.test", &["127.0.0.1"]), &[], 1).await;
     for registry in [
         dns.a_records(80),
         DnsRegistry::srv().name_server(dns.address()),
@@ -432,18 +439,22 @@ async fn a_name_with_no_records_has_no_nodes_and_its_watch_starts_empty() {
     }
 }
 
+#[cfg_attr(
+    not(have_dnsmasq),
+    ignore = "needs dnsmasq: apt-get install dnsmasq-base"
+)]
 #[tokio::test]
 async fn a_watch_asks_again_when_the_ttl_runs_out_and_no_sooner_than_the_minimum_interval() {
     let window = Duration::from_millis(3500);
-    let watch_for = async |ttl: u32, min_interval: Duration| -> Option<usize> {
-        let dns = Dnsmasq::start(&hosts("echo.test", &["127.0.0.1"]), &[], ttl).await?;
+    let watch_for = async |ttl: u32, min_interval: Duration| -> usize {
+        let dns = Dnsmasq::start(&hosts("echo.test", &["127.0.0.1"]), &[], ttl).await;
         let registry = dns.a_records(80).min_interval(min_interval);
         let mut watch = registry.watch("echo.test");
         assert_eq!(next_change(&mut watch).await.nodes.len(), 1);
         let before = dns.queries("A", "echo.test");
         // Nothing changes: the watch only asks.
         assert!(tokio::time::timeout(window, watch.next()).await.is_err());
-        Some(dns.queries("A", "echo.test") - before)
+        dns.queries("A", "echo.test") - before
     };
     // A 1 s TTL with a 50 ms minimum: about once a second, not twenty times.
     let (by_ttl, by_minimum) = tokio::join!(
@@ -451,9 +462,6 @@ async fn a_watch_asks_again_when_the_ttl_runs_out_and_no_sooner_than_the_minimum
         // A 0 s TTL (not to be cached) with a 500 ms minimum: about twice a second.
         watch_for(0, Duration::from_millis(500)),
     );
-    let (Some(by_ttl), Some(by_minimum)) = (by_ttl, by_minimum) else {
-        return;
-    };
     eprintln!("in {window:?}: {by_ttl} queries with a 1 s TTL, {by_minimum} with a 0 s TTL");
     assert!((2..=4).contains(&by_ttl), "{by_ttl} queries");
     assert!((5..=8).contains(&by_minimum), "{by_minimum} queries");

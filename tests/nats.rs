@@ -3,8 +3,9 @@
 //! temporary store. Core NATS: fan-out and queue groups, at most once. JetStream: the same,
 //! plus redelivery of failed messages, dead letters, nothing lost while an instance is
 //! replaced mid-run. Trace context crosses the broker, and plain `nats-py` clients see and
-//! send a W3C `traceparent`. Outside CI a missing `nats-server` (or python3) skips these
-//! tests loudly; inside CI (`CI=true`) it fails them.
+//! send a W3C `traceparent`. Where the build finds no `nats-server` (or python3 with
+//! venv), these tests are ignored with the reason (`tools.rs`); in CI (`CI=true`) they
+//! run, and fail without it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use micro_otel::broker::{
 use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
-use micro_otel_tests::harness::{Spans, attr, skip_outside_ci, span};
+use micro_otel_tests::harness::{Spans, attr, missing, span};
 use micro_otel_tests::pubsub::{
     Seen, event, fan_out_and_share, one_trace_through_send_and_process, publisher, subscribed,
     wait_until,
@@ -36,16 +37,14 @@ struct Nats {
 }
 
 impl Nats {
-    /// Starts `nats-server -js` on a free port and waits until JetStream answers; `None`
-    /// (after the skip message, or failing in CI) if it is not installed.
-    async fn start() -> Option<Self> {
+    /// Starts `nats-server -js` on a free port and waits until JetStream answers.
+    async fn start() -> Self {
         if Command::new("nats-server")
             .arg("--version")
             .output()
             .is_err()
         {
-            skip_outside_ci("nats-server not found; `apt-get install nats-server`");
-            return None;
+            missing("nats-server not found; `apt-get install nats-server`");
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -55,7 +54,7 @@ impl Nats {
         let child = Self::spawn(dir.path(), port);
         let mut nats = Self { child, dir, port };
         nats.wait_ready().await;
-        Some(nats)
+        nats
     }
 
     /// Runs `nats-server` with JetStream on `port`, storing in (and logging to) `dir`.
@@ -144,19 +143,23 @@ fn events() -> JetStreamConfig {
     }
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn core_every_service_gets_every_message_and_instances_of_one_share_them() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     fan_out_and_share(&nats.core().await, "user.created", Duration::from_secs(10)).await;
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_every_service_gets_every_message_and_instances_of_one_share_them() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     fan_out_and_share(
         &nats.jetstream(events()).await,
         "user.created",
@@ -165,11 +168,13 @@ async fn jetstream_every_service_gets_every_message_and_instances_of_one_share_t
     .await;
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_a_handler_failing_twice_sees_the_message_three_times_then_it_is_acknowledged() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats.jetstream(events()).await;
     let service = Service::builder("billing")
         .registry(MemoryRegistry::new())
@@ -288,11 +293,13 @@ fn header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
         .map(|v| v.as_str())
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_a_message_that_does_not_decode_lands_on_the_dead_letter_subject() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats.jetstream(events()).await;
     let (_client, mut dead) = dead_letters(&nats).await;
     let handled = Arc::new(AtomicUsize::new(0));
@@ -365,11 +372,13 @@ async fn jetstream_a_message_that_does_not_decode_lands_on_the_dead_letter_subje
     running.stop().await.unwrap();
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_a_message_failing_every_delivery_is_dead_lettered_after_max_deliver() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats
         .jetstream(JetStreamConfig {
             max_deliver: 3,
@@ -411,11 +420,13 @@ async fn jetstream_a_message_failing_every_delivery_is_dead_lettered_after_max_d
     running.stop().await.unwrap();
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_publishing_outside_the_streams_subjects_is_refused_naming_the_stream() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats.jetstream(events()).await;
     let refused = broker
         .publish(Message {
@@ -465,11 +476,13 @@ async fn jetstream_publishing_outside_the_streams_subjects_is_refused_naming_the
     );
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_subscriptions_without_a_group_each_get_every_message_and_count_deliveries() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats.jetstream(events()).await;
     let mut one = broker.subscribe("user.deleted", None).await.unwrap();
     let mut two = broker.subscribe("user.deleted", None).await.unwrap();
@@ -514,11 +527,13 @@ async fn jetstream_subscriptions_without_a_group_each_get_every_message_and_coun
     }
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn core_deliveries_have_nothing_to_settle() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats.core().await;
     let mut deliveries = broker.subscribe("user.deleted", None).await.unwrap();
     broker
@@ -542,11 +557,13 @@ async fn core_deliveries_have_nothing_to_settle() {
     );
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_a_message_whose_last_delivery_goes_unsettled_is_dead_lettered_on_return() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     let broker = nats
         .jetstream(JetStreamConfig {
             max_deliver: 1,
@@ -583,11 +600,13 @@ async fn jetstream_a_message_whose_last_delivery_goes_unsettled_is_dead_lettered
     );
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_a_server_restart_loses_no_stored_message_and_subscriptions_go_on() {
-    let Some(mut nats) = Nats::start().await else {
-        return;
-    };
+    let mut nats = Nats::start().await;
     let broker = nats.jetstream(events()).await;
     let handled = Arc::new(Mutex::new(HashMap::new()));
     let count = Arc::new(AtomicUsize::new(0));
@@ -645,11 +664,13 @@ async fn worker(
     service.start().await.unwrap()
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn jetstream_loses_none_of_10_000_messages_while_an_instance_is_replaced_mid_run() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     // Messages the stopped instance had fetched but not handled come back after ack_wait.
     let broker = nats
         .jetstream(JetStreamConfig {
@@ -723,11 +744,13 @@ async fn jetstream_loses_none_of_10_000_messages_while_an_instance_is_replaced_m
     );
 }
 
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn one_trace_runs_from_the_publisher_through_send_to_process_over_nats() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     for mode in ["core", "jetstream"] {
         let broker = match mode {
             "core" => nats.core().await,
@@ -742,9 +765,9 @@ async fn one_trace_runs_from_the_publisher_through_send_to_process_over_nats() {
     }
 }
 
-/// A python with `nats-py`, in a virtualenv kept under the target folder; `None` (after
-/// the skip message, or failing in CI) without python3 or when pip cannot install it.
-fn nats_py() -> Option<PathBuf> {
+/// A python with `nats-py`, in a virtualenv kept under the target folder (pip installs it
+/// from PyPI the first time).
+fn nats_py() -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nats-py-venv");
@@ -756,24 +779,22 @@ fn nats_py() -> Option<PathBuf> {
             .is_ok_and(|o| o.status.success())
     };
     if has_nats(&python) {
-        return Some(python);
+        return python;
     }
     let made = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
         .output();
     if !made.as_ref().is_ok_and(|o| o.status.success()) {
-        skip_outside_ci(&format!("python3 -m venv failed: {made:?}"));
-        return None;
+        missing(&format!("python3 -m venv failed: {made:?}"));
     }
     let installed = Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "nats-py"])
         .output();
     if !installed.as_ref().is_ok_and(|o| o.status.success()) || !has_nats(&python) {
-        skip_outside_ci(&format!("pip install nats-py failed: {installed:?}"));
-        return None;
+        missing(&format!("pip install nats-py failed: {installed:?}"));
     }
-    Some(python)
+    python
 }
 
 /// Reads the nats-py subscriber's first message: it prints `ready` once subscribed, then
@@ -809,14 +830,14 @@ async def main(url, subject, data, traceparent):
 asyncio.run(main(*sys.argv[1:]))
 "#;
 
+#[cfg_attr(
+    not(all(have_nats_server, have_python_venv)),
+    ignore = "needs nats-server: apt-get install nats-server; python3 with venv: apt-get install python3-venv"
+)]
 #[tokio::test]
 async fn a_message_we_publish_reaches_a_nats_py_subscriber_with_a_w3c_traceparent() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
-    let Some(python) = nats_py() else {
-        return;
-    };
+    let nats = Nats::start().await;
+    let python = nats_py();
     let broker = nats.jetstream(events()).await;
     let mut reader = Command::new(&python)
         .args(["-c", PY_SUBSCRIBER, &nats.url(), "user.created"])
@@ -894,14 +915,14 @@ fn decode_hex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+#[cfg_attr(
+    not(all(have_nats_server, have_python_venv)),
+    ignore = "needs nats-server: apt-get install nats-server; python3 with venv: apt-get install python3-venv"
+)]
 #[tokio::test]
 async fn a_message_nats_py_publishes_is_processed_under_its_traceparent() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
-    let Some(python) = nats_py() else {
-        return;
-    };
+    let nats = Nats::start().await;
+    let python = nats_py();
     let broker = nats.jetstream(events()).await;
     let (spans, seen) = (Spans::default(), Seen::default());
     let consumer = subscribed(
@@ -955,12 +976,14 @@ async fn a_message_nats_py_publishes_is_processed_under_its_traceparent() {
 
 /// Messages per second published and processed, core and JetStream, tracing on and off.
 /// Run with `cargo test -p micro-otel-tests --release --test nats -- --ignored --nocapture`.
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a check"]
 async fn throughput_core_and_jetstream_with_tracing_on_and_off() {
-    let Some(nats) = Nats::start().await else {
-        return;
-    };
+    let nats = Nats::start().await;
     const N: usize = 20_000;
     for (mode, broker) in [
         ("core", nats.core().await),

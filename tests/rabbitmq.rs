@@ -6,8 +6,9 @@
 //! to need it does) on free 127.0.0.1 ports in a temporary folder, and every test uses its
 //! own exchange, topics and groups. The server runs under a watchdog shell whose stdin is
 //! a pipe from this process: when this process exits, however it exits, the pipe closes
-//! and the watchdog kills RabbitMQ and its `epmd` by pid. Outside CI a missing RabbitMQ
-//! (or python3) skips these tests loudly; inside CI (`CI=true`) it fails them.
+//! and the watchdog kills RabbitMQ and its `epmd` by pid. Where the build finds no
+//! RabbitMQ (or python3 with venv), these tests are ignored with the reason (`tools.rs`);
+//! in CI (`CI=true`) they run, and fail without it.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -25,7 +26,7 @@ use micro_otel::broker::{Broker, Message, RabbitMqBroker, Subscriber};
 use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
-use micro_otel_tests::harness::{Spans, skip_outside_ci, span};
+use micro_otel_tests::harness::{Spans, missing, span};
 use micro_otel_tests::pubsub::{Seen, event, fan_out_and_share, publisher, subscribed, wait_until};
 use opentelemetry::trace::{SpanKind, TraceId};
 use prost::Message as _;
@@ -37,11 +38,10 @@ struct Rabbit {
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
 
-/// The shared RabbitMQ, started by the first caller; `None` (after the skip message, or
-/// failing in CI) if RabbitMQ is not installed.
-fn rabbit() -> Option<&'static Rabbit> {
-    static RABBIT: OnceLock<Option<Rabbit>> = OnceLock::new();
-    RABBIT.get_or_init(start_rabbit).as_ref()
+/// The shared RabbitMQ, started by the first caller.
+fn rabbit() -> &'static Rabbit {
+    static RABBIT: OnceLock<Rabbit> = OnceLock::new();
+    RABBIT.get_or_init(start_rabbit)
 }
 
 /// The watchdog: starts epmd (on its own port, so it is ours to stop) and RabbitMQ, waits
@@ -69,12 +69,11 @@ wait "$epmd_pid" 2>/dev/null
 rm -rf "$dir"
 "#;
 
-fn start_rabbit() -> Option<Rabbit> {
+fn start_rabbit() -> Rabbit {
     if !Path::new("/usr/sbin/rabbitmq-server").exists()
         || Command::new("epmd").arg("-help").output().is_err()
     {
-        skip_outside_ci("rabbitmq-server not found; `apt-get install rabbitmq-server`");
-        return None;
+        missing("rabbitmq-server not found; `apt-get install rabbitmq-server`");
     }
     // Kept after this process exits: the watchdog removes it once RabbitMQ is down.
     let dir = tempfile::Builder::new()
@@ -147,10 +146,10 @@ fn start_rabbit() -> Option<Rabbit> {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("RabbitMQ ready in {:?}", started.elapsed());
-    Some(Rabbit {
+    Rabbit {
         uri,
         _watchdog: Mutex::new((watchdog, stdin)),
-    })
+    }
 }
 
 /// Ports nothing listens on now.
@@ -193,9 +192,13 @@ async fn ready_in(channel: &Channel, queue: &str) -> u32 {
         .message_count()
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test]
 async fn every_service_gets_every_message_and_instances_of_one_share_them() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let topic = "fanout.user.created";
     fan_out_and_share(&rabbit.broker("fanout"), topic, Duration::from_secs(20)).await;
     // Both groups' queues are durable quorum queues named <group>.<topic>, now empty.
@@ -210,9 +213,13 @@ async fn every_service_gets_every_message_and_instances_of_one_share_them() {
     }
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test]
 async fn a_handler_that_fails_twice_then_succeeds_gets_the_message_three_times_then_acks_it() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let broker = rabbit.broker("retry");
     let topic = "retry.jobs";
     let calls = Arc::new(AtomicU32::new(0));
@@ -253,9 +260,13 @@ async fn a_handler_that_fails_twice_then_succeeds_gets_the_message_three_times_t
     assert_eq!(ready_in(&channel, &dead).await, 0, "not dead-lettered");
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test]
 async fn deliveries_count_their_attempts_and_past_the_limit_the_message_is_dead_lettered() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let broker = rabbit.broker("limit").with_max_deliveries(3);
     let topic = "limit.jobs";
     let mut deliveries = broker.subscribe(topic, Some("limited")).await.unwrap();
@@ -327,9 +338,13 @@ fn death_reason(message: &lapin::message::BasicGetMessage) -> Option<String> {
     }
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test]
 async fn a_message_that_does_not_decode_goes_to_the_dead_letter_queue_at_once() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let broker = rabbit.broker("poison");
     let topic = "poison.user.created";
     let seen = Seen::default();
@@ -388,9 +403,13 @@ async fn a_message_that_does_not_decode_goes_to_the_dead_letter_queue_at_once() 
     );
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test]
 async fn a_subscription_without_a_group_counts_its_redeliveries_and_drops_past_the_limit() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let broker = rabbit.broker("nogroup").with_max_deliveries(2);
     let topic = "nogroup.ping";
     let mut deliveries = broker.subscribe(topic, None).await.unwrap();
@@ -433,9 +452,13 @@ async fn a_subscription_without_a_group_counts_its_redeliveries_and_drops_past_t
     third.settle.unwrap().ack().await.unwrap();
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test]
 async fn ten_thousand_messages_survive_an_instance_stopping_and_starting_again() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let broker = rabbit.broker("restart");
     let topic = "restart.orders";
     const TOTAL: usize = 10_000;
@@ -509,10 +532,10 @@ async fn ten_thousand_messages_survive_an_instance_stopping_and_starting_again()
     );
 }
 
-/// A Python with `pika`, in a venv made once under the target folder; `None` (after the
-/// skip message, or failing in CI) if python3 or pip is missing.
-fn pika_python() -> Option<PathBuf> {
-    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// A Python with `pika`, in a venv made once under the target folder (pip installs it from
+/// PyPI the first time).
+fn pika_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
             let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pika-venv");
@@ -524,7 +547,7 @@ fn pika_python() -> Option<PathBuf> {
                     .is_ok_and(|o| o.status.success())
             };
             if has_pika(&python) {
-                return Some(python);
+                return python;
             }
             let made = Command::new("python3")
                 .args(["-m", "venv"])
@@ -536,10 +559,9 @@ fn pika_python() -> Option<PathBuf> {
                     .output()
                     .is_ok_and(|o| o.status.success());
             if !installed || !has_pika(&python) {
-                skip_outside_ci("python3 with venv and pip (for pika) not available");
-                return None;
+                missing("python3 -m venv or pip install pika failed");
             }
-            Some(python)
+            python
         })
         .clone()
 }
@@ -605,10 +627,14 @@ fn is_w3c_traceparent(value: &str) -> bool {
         && hex(parts[3], 2)
 }
 
+#[cfg_attr(
+    not(all(have_rabbitmq, have_python_venv)),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server; python3 with venv: apt-get install python3-venv"
+)]
 #[tokio::test]
 async fn a_plain_pika_client_reads_our_message_with_a_w3c_traceparent() {
-    let Some(rabbit) = rabbit() else { return };
-    let Some(python) = pika_python() else { return };
+    let rabbit = rabbit();
+    let python = pika_python();
     let broker = rabbit.broker("interop-out");
     let topic = "interop.out";
     // The broker declares its exchange on first use; a queue of pika's own is bound to it.
@@ -681,10 +707,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg_attr(
+    not(all(have_rabbitmq, have_python_venv)),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server; python3 with venv: apt-get install python3-venv"
+)]
 #[tokio::test]
 async fn a_message_a_pika_client_publishes_is_processed_under_its_trace() {
-    let Some(rabbit) = rabbit() else { return };
-    let Some(python) = pika_python() else { return };
+    let rabbit = rabbit();
+    let python = pika_python();
     let broker = rabbit.broker("interop-in");
     let topic = "interop.in";
     let spans = Spans::default();
@@ -792,10 +822,14 @@ async fn throughput(
     rates
 }
 
+#[cfg_attr(
+    not(have_rabbitmq),
+    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: cargo test -p micro-otel-tests --test rabbitmq -- --ignored --nocapture"]
 async fn throughput_with_tracing_on_and_off() {
-    let Some(rabbit) = rabbit() else { return };
+    let rabbit = rabbit();
     let broker = rabbit.broker("bench").with_prefetch(128);
     throughput(&broker, "bench.off", 5_000, false).await;
     throughput(&broker, "bench.on", 5_000, true).await;

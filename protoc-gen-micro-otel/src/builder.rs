@@ -8,7 +8,7 @@ use protox::file::{
 
 use crate::error::Error;
 use crate::extensions::{Extensions, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
-use crate::generate::{GeneratedFile, generate_with_extensions};
+use crate::generate::{GeneratedFile, generate};
 use crate::options::Options;
 
 /// Starts configuring generation from build.rs:
@@ -171,7 +171,7 @@ impl Builder {
         let extensions =
             Extensions::from_file_descriptor_set(&compiler.encode_file_descriptor_set())?;
         Ok((
-            generate_with_extensions(&fds.file, &extensions, &requested, &self.options)?,
+            generate(&fds.file, &extensions, &requested, &self.options)?,
             read,
         ))
     }

@@ -18,7 +18,7 @@ pub const OPTIONS_PROTO_NAME: &str = "micro_otel/options.proto";
 
 /// The text of `micro_otel/options.proto`, as shipped in the micro-otel crate's `proto/`
 /// folder; the build.rs path resolves the import to it with no include path.
-pub const OPTIONS_PROTO: &str = include_str!("../../runtime/proto/micro_otel/options.proto");
+pub const OPTIONS_PROTO: &str = include_str!("../proto/micro_otel/options.proto");
 
 /// `extend google.protobuf.MessageOptions { optional string topic = 51001; }`
 pub const TOPIC_FIELD: u32 = 51001;

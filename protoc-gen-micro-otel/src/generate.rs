@@ -31,17 +31,6 @@ pub struct GeneratedFile {
 /// `prost-types`, so it is never generated.
 const WELL_KNOWN_PACKAGE: &str = ".google.protobuf";
 
-/// [`generate_with_extensions`] without micro-otel's custom options: prost-types drops
-/// extensions when decoding descriptors, so options such as `(micro_otel.topic)` are only seen
-/// when read from the encoded descriptors with [`Extensions`].
-pub fn generate(
-    files: &[FileDescriptorProto],
-    to_generate: &[String],
-    options: &Options,
-) -> Result<Vec<GeneratedFile>, Error> {
-    generate_with_extensions(files, &Extensions::default(), to_generate, options)
-}
-
 /// Generates one file per proto package, plus the include file if asked for.
 ///
 /// `files` is a whole descriptor set, imports included, in dependency order (prost-build
@@ -50,9 +39,9 @@ pub fn generate(
 /// asks for every package. A package that is written holds all its files in `files`, asked
 /// for or not, so that it compiles. Well-known types and `extern_path` packages are never
 /// written, nor is `micro_otel/options.proto`. `extensions` holds micro-otel's custom options
-/// read from the same descriptors (see [`Extensions`]): messages with a `(micro_otel.topic)`
+/// read from the same descriptors: messages with a `(micro_otel.topic)`
 /// get typed pub/sub helpers after their package's services.
-pub fn generate_with_extensions(
+pub(crate) fn generate(
     files: &[FileDescriptorProto],
     extensions: &Extensions,
     to_generate: &[String],

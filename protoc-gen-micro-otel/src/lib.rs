@@ -28,9 +28,9 @@
 //! `<MESSAGE>_TOPIC` constant, `<message>_publisher(&Service)` and
 //! `subscribe_<message>(&Service, handler)` after its package's services (nested messages
 //! join their names: `Order.Shipped` gives `ORDER_SHIPPED_TOPIC`). prost-types drops
-//! extensions, so they are read from the encoded descriptors ([`Extensions`]).
+//! extensions, so they are read from the encoded descriptors.
 //!
-//! The pipeline ([`generate()`]): descriptors -> prost-build for messages, with a service
+//! The pipeline: descriptors -> prost-build for messages, with a service
 //! generator rendering the Tera templates of `templates/` -> prettyplease.
 
 mod builder;
@@ -45,10 +45,6 @@ mod render;
 
 pub use builder::{Builder, configure};
 pub use error::Error;
-pub use extensions::{
-    Extensions, IDEMPOTENT_FIELD, OPTIONS_PROTO, OPTIONS_PROTO_NAME, SERVICE_NAME_FIELD,
-    TOPIC_FIELD,
-};
-pub use generate::{GeneratedFile, HEADER, generate, generate_with_extensions};
-pub use options::Options;
+pub use extensions::OPTIONS_PROTO;
+pub use generate::{GeneratedFile, HEADER};
 pub use plugin::{respond, respond_encoded};

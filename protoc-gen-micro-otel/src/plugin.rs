@@ -6,7 +6,7 @@ use prost_types::compiler::{CodeGeneratorRequest, CodeGeneratorResponse};
 
 use crate::error::Error;
 use crate::extensions::Extensions;
-use crate::generate::generate_with_extensions;
+use crate::generate::generate;
 use crate::options::Options;
 
 /// Answers one encoded request, as protoc writes it to the plugin's stdin, reading
@@ -42,7 +42,7 @@ fn error_response(error: Error) -> CodeGeneratorResponse {
 
 fn respond_with(request: &CodeGeneratorRequest, extensions: &Extensions) -> CodeGeneratorResponse {
     let result = Options::parse(request.parameter()).and_then(|options| {
-        generate_with_extensions(
+        generate(
             &request.proto_file,
             extensions,
             &request.file_to_generate,

@@ -11,28 +11,25 @@ use crate::model::{ServiceModel, TopicModel};
 const EMBEDDED: &[(&str, &str)] = &[
     (
         "service.rs.tera",
-        include_str!("../../templates/service.rs.tera"),
+        include_str!("../templates/service.rs.tera"),
     ),
     (
         "methods.rs.tera",
-        include_str!("../../templates/methods.rs.tera"),
+        include_str!("../templates/methods.rs.tera"),
     ),
     (
         "handler.rs.tera",
-        include_str!("../../templates/handler.rs.tera"),
+        include_str!("../templates/handler.rs.tera"),
     ),
     (
         "server.rs.tera",
-        include_str!("../../templates/server.rs.tera"),
+        include_str!("../templates/server.rs.tera"),
     ),
     (
         "client.rs.tera",
-        include_str!("../../templates/client.rs.tera"),
+        include_str!("../templates/client.rs.tera"),
     ),
-    (
-        "topic.rs.tera",
-        include_str!("../../templates/topic.rs.tera"),
-    ),
+    ("topic.rs.tera", include_str!("../templates/topic.rs.tera")),
 ];
 
 /// The entry template rendered once per service.

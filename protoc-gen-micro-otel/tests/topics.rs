@@ -239,11 +239,8 @@ fn a_bad_option_in_a_request_is_reported_to_protoc_naming_the_file() {
     // prost-types skips the unknown field; the options reader finds a topic that is not a
     // string and says so in the response, where protoc shows it.
     let mut options = Vec::new();
-    encode_key(
-        protoc_gen_micro_otel::TOPIC_FIELD,
-        WireType::Varint,
-        &mut options,
-    );
+    // `(micro_otel.topic)` is field 51001 of `MessageOptions`.
+    encode_key(51001, WireType::Varint, &mut options);
     encode_varint(7, &mut options);
     let mut message = vec![0x0a, 0x01, b'M'];
     encode_key(7, WireType::LengthDelimited, &mut message);

@@ -18,6 +18,8 @@
 //! | [`environment`] | go-micro's `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR` |
 //! | [`telemetry`] | tracer provider setup: OTLP, sampling, batching, the demo's tree printer |
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod broker;
 mod builtin;
 pub mod call;

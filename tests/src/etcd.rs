@@ -1,6 +1,6 @@
 //! A real etcd per test: started on free 127.0.0.1 ports in a temporary folder (Debian
-//! `etcd-server`, installed by `.ci/run`), killed when dropped. Outside CI a missing etcd
-//! skips the test loudly; inside CI (`CI=true`) it fails it.
+//! `etcd-server`, installed by `.ci/run`), killed when dropped. The tests that start one
+//! are ignored where the build finds no etcd (`tools.rs`), and fail without it in CI.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use micro_otel::discovery::EtcdRegistry;
 
-use crate::harness::skip_outside_ci;
+use crate::harness::missing;
 
 /// An etcd server of one test, killed when dropped.
 pub struct Etcd {
@@ -19,12 +19,10 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts etcd on free ports and waits until it answers; `None` (after the skip
-    /// message, or failing in CI) if etcd is not installed.
-    pub async fn start() -> Option<Self> {
+    /// Starts etcd on free ports and waits until it answers.
+    pub async fn start() -> Self {
         if Command::new("etcd").arg("--version").output().is_err() {
-            skip_outside_ci("etcd not found; `apt-get install etcd-server`");
-            return None;
+            missing("etcd not found; `apt-get install etcd-server`");
         }
         let (client_port, peer_port) = free_ports();
         let mut etcd = Self {
@@ -34,7 +32,7 @@ impl Etcd {
             peer_port,
         };
         etcd.spawn().await;
-        Some(etcd)
+        etcd
     }
 
     /// The client URL.

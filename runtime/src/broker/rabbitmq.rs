@@ -1,73 +1,4 @@
 //! [`RabbitMqBroker`]: pub/sub through RabbitMQ (AMQP 0-9-1, with `lapin`).
-//!
-//! # Layout
-//!
-//! - One durable **topic exchange** (`micro` unless [`with_exchange`](RabbitMqBroker::with_exchange)
-//!   says otherwise). A message is published to it with its topic as the routing key, as a
-//!   persistent message (delivery mode 2), with a `message_id`, and its headers as the
-//!   AMQP headers table; the publish is done when RabbitMQ **confirms** it (publisher
-//!   confirms), so a published message is stored in every queue bound to the topic.
-//! - A subscription **with a group** consumes the durable **quorum queue** `<group>.<topic>`,
-//!   bound to the exchange with the topic as binding key (so `*` and `#` in a topic are
-//!   wildcards, as in any topic exchange). Every instance of the group consumes the same
-//!   queue: competing consumers, each message to one of them; every group has its own
-//!   queue, so every group gets every message. The queue outlives its consumers: messages
-//!   published while no instance runs wait for one.
-//! - A subscription **without a group** consumes an exclusive, auto-deleted queue of its
-//!   own (server-named, a classic queue), gone with the subscription: it gets the messages
-//!   published while it exists.
-//!
-//! # Settling
-//!
-//! Acknowledgements are manual; each subscription has its own channel with a prefetch
-//! (`basic.qos`, [`with_prefetch`](RabbitMqBroker::with_prefetch), default 64) bounding the
-//! messages handed out and not yet settled. Dropping the subscription closes its channel:
-//! RabbitMQ requeues whatever it had not settled, for another instance (or a later one).
-//!
-//! - `ack`: `basic.ack`.
-//! - `nack` on a group queue: `basic.nack` with requeue; the quorum queue counts the
-//!   deliveries (`x-delivery-count`) and, past
-//!   [`with_max_deliveries`](RabbitMqBroker::with_max_deliveries) (default 5; the queue's
-//!   `x-delivery-limit` is one less), dead-letters the message instead of delivering it
-//!   again. A delivery's `attempt` is `x-delivery-count + 1`.
-//! - `nack` on a queue without a group (classic queues count nothing): the message is
-//!   published again to that queue with an `x-micro-attempt` header one higher, then the
-//!   original is acknowledged; past the maximum it is rejected and dropped (with a warning:
-//!   such a queue has no dead-letter queue). Its `attempt` is read from that header.
-//! - `reject` (a message that does not decode): `basic.reject` without requeue, so it is
-//!   dead-lettered at once.
-//!
-//! Dead letters go to a durable direct exchange (`<exchange>.dead-letter` unless
-//! [`with_dead_letter_exchange`](RabbitMqBroker::with_dead_letter_exchange) says otherwise)
-//! with the queue's name as routing key, which routes them to the durable queue
-//! `<group>.<topic>.dead-letter`, declared with the group's queue. RabbitMQ records why in
-//! the `x-death` header (`rejected`, `delivery_limit`).
-//!
-//! Delivery is therefore **at least once** for groups (a message is stored before the
-//! publish returns and removed only when acknowledged), and for a subscription without a
-//! group, at least once while it exists.
-//!
-//! # Headers
-//!
-//! Each metadata entry becomes one AMQP header of the same name: an ASCII value as a
-//! string (`traceparent` reaches a plain AMQP client as the W3C string), a binary (`-bin`)
-//! value as a string of its raw bytes. A header AMQP cannot carry is refused at publish
-//! time ([`BrokerError::Refused`]): a name over 255 bytes, a name given twice (a table
-//! holds one value per name), or a name RabbitMQ or this broker uses for its own
-//! bookkeeping (`x-delivery-count`, `x-death`, `x-first-death-*`, `x-last-death-*`,
-//! `x-micro-attempt`). On receipt those bookkeeping headers are left out, integers and
-//! booleans are turned into their text, and a header that is not valid metadata (name or
-//! value) is skipped with a debug log.
-//!
-//! # Connection
-//!
-//! One AMQP connection per broker (clones share it), made on first use and made again by
-//! the next operation after it is lost. Every request to RabbitMQ is given 5 s; a failure
-//! is a [`BrokerError::Unavailable`] naming the server (without credentials) and the
-//! operation. A subscription whose connection is lost ends (the runtime's subscriber logs
-//! it); its queue, if it has a group, keeps the messages.
-//!
-//! Only `amqp://` URIs: this build has no TLS backend.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,10 +41,79 @@ const ATTEMPT_HEADER: &str = "x-micro-attempt";
 /// The header a quorum queue counts earlier deliveries in.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
-/// A broker on RabbitMQ: see the [module documentation](self) for the exchange and queue
-/// layout, settling, dead letters and headers.
+/// A broker on RabbitMQ: the exchange and queue layout, settling, dead letters and headers
+/// are below.
 ///
 /// Clones share the connection.
+///
+/// # Layout
+///
+/// - One durable **topic exchange** (`micro` unless [`with_exchange`](RabbitMqBroker::with_exchange)
+///   says otherwise). A message is published to it with its topic as the routing key, as a
+///   persistent message (delivery mode 2), with a `message_id`, and its headers as the
+///   AMQP headers table; the publish is done when RabbitMQ **confirms** it (publisher
+///   confirms), so a published message is stored in every queue bound to the topic.
+/// - A subscription **with a group** consumes the durable **quorum queue** `<group>.<topic>`,
+///   bound to the exchange with the topic as binding key (so `*` and `#` in a topic are
+///   wildcards, as in any topic exchange). Every instance of the group consumes the same
+///   queue: competing consumers, each message to one of them; every group has its own
+///   queue, so every group gets every message. The queue outlives its consumers: messages
+///   published while no instance runs wait for one.
+/// - A subscription **without a group** consumes an exclusive, auto-deleted queue of its
+///   own (server-named, a classic queue), gone with the subscription: it gets the messages
+///   published while it exists.
+///
+/// # Settling
+///
+/// Acknowledgements are manual; each subscription has its own channel with a prefetch
+/// (`basic.qos`, [`with_prefetch`](RabbitMqBroker::with_prefetch), default 64) bounding the
+/// messages handed out and not yet settled. Dropping the subscription closes its channel:
+/// RabbitMQ requeues whatever it had not settled, for another instance (or a later one).
+///
+/// - `ack`: `basic.ack`.
+/// - `nack` on a group queue: `basic.nack` with requeue; the quorum queue counts the
+///   deliveries (`x-delivery-count`) and, past
+///   [`with_max_deliveries`](RabbitMqBroker::with_max_deliveries) (default 5; the queue's
+///   `x-delivery-limit` is one less), dead-letters the message instead of delivering it
+///   again. A delivery's `attempt` is `x-delivery-count + 1`.
+/// - `nack` on a queue without a group (classic queues count nothing): the message is
+///   published again to that queue with an `x-micro-attempt` header one higher, then the
+///   original is acknowledged; past the maximum it is rejected and dropped (with a warning:
+///   such a queue has no dead-letter queue). Its `attempt` is read from that header.
+/// - `reject` (a message that does not decode): `basic.reject` without requeue, so it is
+///   dead-lettered at once.
+///
+/// Dead letters go to a durable direct exchange (`<exchange>.dead-letter` unless
+/// [`with_dead_letter_exchange`](RabbitMqBroker::with_dead_letter_exchange) says otherwise)
+/// with the queue's name as routing key, which routes them to the durable queue
+/// `<group>.<topic>.dead-letter`, declared with the group's queue. RabbitMQ records why in
+/// the `x-death` header (`rejected`, `delivery_limit`).
+///
+/// Delivery is therefore **at least once** for groups (a message is stored before the
+/// publish returns and removed only when acknowledged), and for a subscription without a
+/// group, at least once while it exists.
+///
+/// # Headers
+///
+/// Each metadata entry becomes one AMQP header of the same name: an ASCII value as a
+/// string (`traceparent` reaches a plain AMQP client as the W3C string), a binary (`-bin`)
+/// value as a string of its raw bytes. A header AMQP cannot carry is refused at publish
+/// time ([`BrokerError::Refused`]): a name over 255 bytes, a name given twice (a table
+/// holds one value per name), or a name RabbitMQ or this broker uses for its own
+/// bookkeeping (`x-delivery-count`, `x-death`, `x-first-death-*`, `x-last-death-*`,
+/// `x-micro-attempt`). On receipt those bookkeeping headers are left out, integers and
+/// booleans are turned into their text, and a header that is not valid metadata (name or
+/// value) is skipped with a debug log.
+///
+/// # Connection
+///
+/// One AMQP connection per broker (clones share it), made on first use and made again by
+/// the next operation after it is lost. Every request to RabbitMQ is given 5 s; a failure
+/// is a [`BrokerError::Unavailable`] naming the server (without credentials) and the
+/// operation. A subscription whose connection is lost ends (the runtime's subscriber logs
+/// it); its queue, if it has a group, keeps the messages.
+///
+/// Only `amqp://` URIs: this build has no TLS backend.
 #[derive(Clone)]
 pub struct RabbitMqBroker {
     config: Arc<Config>,

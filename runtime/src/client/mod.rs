@@ -336,7 +336,7 @@ impl ClientConfig {
         self
     }
 
-    /// How a node is picked (default: [`Random`](crate::discovery::Random)).
+    /// How a node is picked (default: [`crate::discovery::Random`]).
     pub fn selector(mut self, selector: impl Selector) -> Self {
         self.selector = Some(Arc::new(selector));
         self

@@ -71,7 +71,7 @@ type HttpClient = Client<HttpConnector, String>;
 /// Every request is given 5 s (a blocking query its wait, plus Consul's wait / 16 of
 /// jitter, plus 5 s); a failure, a timeout, an error status or an unreachable agent is a
 /// [`RegistryError::Unavailable`] naming the address and the request. A watch ends with
-/// such an error when a query fails (the [`Cache`](super::Cache) then keeps the last nodes
+/// such an error when a query fails (the client's registry cache then keeps the last nodes
 /// and watches again).
 ///
 /// Plain HTTP only: for an agent behind TLS, put a local agent or a proxy in front.

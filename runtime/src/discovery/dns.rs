@@ -61,7 +61,7 @@ pub const SRV_PRIORITY: &str = "priority";
 /// interval (1 s by default), reporting a [`Change`] when the set of nodes changed. A name
 /// with no records has no nodes. A resolution that fails or takes longer than the
 /// [`timeout`](Self::timeout) (5 s by default) is a [`RegistryError::Unavailable`] naming the
-/// DNS name and the name servers, and ends the watch (the [`Cache`](super::Cache) then keeps
+/// DNS name and the name servers, and ends the watch (the client's registry cache then keeps
 /// the last nodes and watches again).
 ///
 /// Clones share the resolver and its cache; a clone changed by a builder method gets its own.

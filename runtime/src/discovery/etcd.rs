@@ -34,7 +34,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Every etcd request is given 5 s; a failure, a timeout or an unreachable etcd is a
 /// [`RegistryError::Unavailable`] naming the endpoints and the operation. A watch ends
-/// with such an error when its etcd stream breaks (the [`Cache`](super::Cache) then keeps
+/// with such an error when its etcd stream breaks (the client's registry cache then keeps
 /// the last nodes and watches again).
 ///
 /// Clones share the connection and the leases.

@@ -1,30 +1,4 @@
-//! [`MdnsRegistry`]: zero-configuration discovery between processes on one LAN, as
-//! go-micro's default mdns registry does it, but in standard DNS-SD (RFC 6763) over
-//! multicast DNS (RFC 6762), through the `mdns-sd` crate.
-//!
-//! Every micro-otel service has a DNS-SD service type of its own,
-//! `_micro-<hash>._tcp.local.`, where `<hash>` is 8 hex digits of a hash of the exact
-//! service name ([`MdnsRegistry::service_type`]); its nodes are instances of that type.
-//! A lookup or a watch browses that type only, so a process hears about the nodes of
-//! the services it calls and not of every micro-otel service on the LAN. A hash keeps
-//! the type within DNS-SD's 15 characters whatever the name, and clear of real service
-//! types (a service named `printer` announced as `_printer._tcp` would show up in print
-//! dialogs); the exact service name, carried in the TXT record, tells apart the
-//! unlikely two names with one hash.
-//!
-//! (A per-service subtype of one `_micro._tcp` type, RFC 6763 §7.1, would be the textbook
-//! choice, but `mdns-sd` 0.21 answers a subtype query with the parent type's PTR record,
-//! which its own browser then ignores: a subtype browse only learns of instances from
-//! their announcements, never from answers to its queries.)
-//!
-//! One instance, as published:
-//!
-//! - instance name: the node id (shortened with a hash when longer than a DNS label's
-//!   63 bytes), so `avahi-browse -r _micro-<hash>._tcp` lists node ids;
-//! - SRV: port of the node address, on host `<node id as a host label>.local.`, whose
-//!   A/AAAA record is the node's IP;
-//! - TXT: `micro.service=<service>`, `micro.node=<node id>`, then every metadata entry as
-//!   `key=value`.
+//! [`MdnsRegistry`]: zero-configuration discovery between processes on one LAN.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +44,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A registry on multicast DNS: nodes announce themselves on the local network and
 /// clients browse for them, with no server to run (go-micro's default registry).
 ///
-/// See the [module documentation](self) for how a node is published. In short:
+/// It works as go-micro's default mdns registry does, but in standard DNS-SD (RFC 6763)
+/// over multicast DNS (RFC 6762), through the `mdns-sd` crate; how a node is published is
+/// told below, after the summary:
 ///
 /// - **register** announces the node (after mDNS's probing for name conflicts, about
 ///   ¾ s) and answers queries for it until it is deregistered or the registry dropped.
@@ -115,6 +91,32 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// why, a daemon failure the interfaces and the operation. Clones share the daemon, the announced nodes and the browses; when the
 /// last clone is dropped the daemon says goodbye for every node still registered and
 /// stops.
+///
+/// # Publishing
+///
+/// Every micro-otel service has a DNS-SD service type of its own,
+/// `_micro-<hash>._tcp.local.`, where `<hash>` is 8 hex digits of a hash of the exact
+/// service name ([`MdnsRegistry::service_type`]); its nodes are instances of that type.
+/// A lookup or a watch browses that type only, so a process hears about the nodes of
+/// the services it calls and not of every micro-otel service on the LAN. A hash keeps
+/// the type within DNS-SD's 15 characters whatever the name, and clear of real service
+/// types (a service named `printer` announced as `_printer._tcp` would show up in print
+/// dialogs); the exact service name, carried in the TXT record, tells apart the
+/// unlikely two names with one hash.
+///
+/// (A per-service subtype of one `_micro._tcp` type, RFC 6763 §7.1, would be the textbook
+/// choice, but `mdns-sd` 0.21 answers a subtype query with the parent type's PTR record,
+/// which its own browser then ignores: a subtype browse only learns of instances from
+/// their announcements, never from answers to its queries.)
+///
+/// One instance, as published:
+///
+/// - instance name: the node id (shortened with a hash when longer than a DNS label's
+///   63 bytes), so `avahi-browse -r _micro-<hash>._tcp` lists node ids;
+/// - SRV: port of the node address, on host `<node id as a host label>.local.`, whose
+///   A/AAAA record is the node's IP;
+/// - TXT: `micro.service=<service>`, `micro.node=<node id>`, then every metadata entry as
+///   `key=value`.
 #[derive(Clone)]
 pub struct MdnsRegistry {
     inner: Arc<Inner>,

@@ -1,5 +1,5 @@
 //! Discovery and load balancing: where the nodes of a service are ([`Registry`], kept
-//! current by a [`Cache`] that follows its watch) and which one a call goes to
+//! current by a cache that follows its watch) and which one a call goes to
 //! ([`Selector`]).
 
 mod cache;
