@@ -28,7 +28,7 @@ async fn start_echo(
 ) -> RunningService {
     let mut config = Service::builder("echo")
         .registry(registry.clone())
-        .tracer_provider(spans.provider());
+        .instrumentation(spans.instrumentation());
     for (key, value) in metadata {
         config = config.metadata(*key, *value);
     }
@@ -41,7 +41,7 @@ fn client(registry: &EtcdRegistry, selector: impl Selector) -> EchoClient {
     let client = Client::builder()
         .registry(Arc::new(registry.clone()))
         .selector(Arc::new(selector))
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     EchoClient::new("echo", client)
 }
@@ -159,7 +159,7 @@ async fn echo_server_role() {
     let registry = EtcdRegistry::connect([endpoint]).await.expect("endpoint");
     let service = Service::builder("echo")
         .registry(registry)
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .register_ttl(Duration::from_secs(3))
         .register_interval(Duration::from_secs(1))
         .build();

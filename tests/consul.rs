@@ -550,7 +550,7 @@ async fn start_echo(registry: &ConsulRegistry, spans: &Spans) -> RunningService 
         .registry(registry.clone())
         .register_ttl(Duration::from_secs(2))
         .register_interval(Duration::from_millis(200))
-        .tracer_provider(spans.provider())
+        .instrumentation(spans.instrumentation())
         .build();
     echo::register_echo_handler(&service, Echo::default()).expect("registered before start");
     service

@@ -196,7 +196,7 @@ async fn start_echoes(
             let service = Service::builder("echo")
                 .address(format!("{ip}:{port}"))
                 .registry(registry.clone())
-                .tracer_provider(spans.provider())
+                .instrumentation(spans.instrumentation())
                 .wrap_handler(names_its_ip)
                 .build();
             echo::register_echo_handler(&service, Echo::default())
@@ -352,7 +352,7 @@ async fn srv_records_give_one_node_per_target_and_port_with_their_weight_and_pri
     let start = |registry: DnsRegistry| {
         let service = Service::builder("echo")
             .registry(registry)
-            .tracer_provider(spans.provider())
+            .instrumentation(spans.instrumentation())
             .build();
         echo::register_echo_handler(&service, Echo::default()).expect("registered");
         async move { service.start().await.expect("starts") }

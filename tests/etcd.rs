@@ -317,7 +317,7 @@ async fn without_etcd_every_operation_is_unavailable_naming_the_endpoint() {
 async fn start_echo(registry: &EtcdRegistry, spans: &Spans) -> RunningService {
     let service = Service::builder("echo")
         .registry(registry.clone())
-        .tracer_provider(spans.provider())
+        .instrumentation(spans.instrumentation())
         .build();
     echo::register_echo_handler(&service, Echo::default()).expect("registered before start");
     service.start().await.expect("starts and registers in etcd")

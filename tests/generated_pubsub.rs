@@ -24,7 +24,7 @@ fn service(name: &str, broker: &MemoryBroker) -> Service {
     Service::builder(name)
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build()
 }
 

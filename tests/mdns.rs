@@ -195,7 +195,7 @@ mod inside {
         let spans = Spans::default();
         let service = Service::builder("echo")
             .registry(registry())
-            .tracer_provider(spans.provider())
+            .instrumentation(spans.instrumentation())
             .build();
         echo::register_echo_handler(&service, Echo::default()).expect("registered before start");
         let running = service.start().await.expect("starts and announces");

@@ -179,7 +179,7 @@ async fn jetstream_a_handler_failing_twice_sees_the_message_three_times_then_it_
     let service = Service::builder("billing")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let ids = Arc::new(Mutex::new(Vec::new()));
     let log = ids.clone();
@@ -306,7 +306,7 @@ async fn jetstream_a_message_that_does_not_decode_lands_on_the_dead_letter_subje
     let service = Service::builder("mailer")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let count = handled.clone();
     let stats = service
@@ -389,7 +389,7 @@ async fn jetstream_a_message_failing_every_delivery_is_dead_lettered_after_max_d
     let service = Service::builder("billing")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let stats = service
         .subscribe(Subscriber::new(
@@ -648,7 +648,7 @@ async fn worker(
     let service = Service::builder("worker")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let (handled, count) = (handled.clone(), count.clone());
     service
@@ -857,7 +857,7 @@ async fn a_message_we_publish_reaches_a_nats_py_subscriber_with_a_w3c_traceparen
     let producer = Service::builder("users")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracer_provider(spans.provider())
+        .instrumentation(spans.instrumentation())
         .build();
     let sent = event("ada".into());
     producer
@@ -996,8 +996,7 @@ async fn throughput_core_and_jetstream_with_tracing_on_and_off() {
             let service = Service::builder("bench")
                 .registry(MemoryRegistry::new())
                 .broker(broker.clone())
-                .tracing(tracing)
-                .tracer_provider(spans.provider())
+                .instrumentation(spans.instrumentation().tracing(tracing))
                 .build();
             let counter = count.clone();
             service

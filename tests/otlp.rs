@@ -25,7 +25,7 @@ async fn spans_reach_an_otlp_receiver_in_batches() {
         .unwrap();
     let service = Service::builder("echo.service")
         .registry(MemoryRegistry::new())
-        .tracer_provider(telemetry.provider().clone())
+        .instrumentation(telemetry.instrumentation())
         .build();
     echo::register_echo_handler(&service, Echo::default())
         .expect("handler registered before start");
@@ -67,7 +67,7 @@ async fn a_bad_sample_ratio_is_refused_with_its_value() {
 async fn make_calls(telemetry: &Telemetry, calls: usize) {
     let service = Service::builder("echo.service")
         .registry(MemoryRegistry::new())
-        .tracer_provider(telemetry.provider().clone())
+        .instrumentation(telemetry.instrumentation())
         .build();
     echo::register_echo_handler(&service, Echo::default())
         .expect("handler registered before start");

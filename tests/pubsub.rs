@@ -29,7 +29,7 @@ async fn a_message_that_does_not_decode_is_counted_and_the_subscriber_goes_on() 
     let handled = Arc::new(Mutex::new(Vec::new()));
     let service = Service::builder("mailer")
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let log = handled.clone();
     let stats = service
@@ -73,7 +73,7 @@ async fn failures_are_counted_and_stop_finishes_messages_in_flight() {
     let done = Arc::new(Mutex::new(0));
     let service = Service::builder("slow")
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let count = done.clone();
     let stats = service
@@ -128,9 +128,9 @@ async fn throughput_in_memory_with_tracing_on_and_off() {
         let config = |name| {
             let config = Service::builder(name).broker(broker.clone());
             if tracing {
-                config.tracer_provider(spans.provider())
+                config.instrumentation(spans.instrumentation())
             } else {
-                config.tracing(false)
+                config.instrumentation(micro_otel::Instrumentation::off())
             }
         };
         let consumer = config("consumer").build();

@@ -226,7 +226,7 @@ async fn a_handler_that_fails_twice_then_succeeds_gets_the_message_three_times_t
     let service = Service::builder("worker")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let counted = calls.clone();
     let stats = service
@@ -351,7 +351,7 @@ async fn a_message_that_does_not_decode_goes_to_the_dead_letter_queue_at_once() 
     let service = Service::builder("mailer")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let log = seen.clone();
     let stats = service
@@ -668,7 +668,7 @@ async fn a_plain_pika_client_reads_our_message_with_a_w3c_traceparent() {
     let publisher = Service::builder("users")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracer_provider(spans.provider())
+        .instrumentation(spans.instrumentation())
         .build()
         .publisher::<EchoRequest>(topic);
     let mut extra = tonic::metadata::MetadataMap::new();
@@ -722,7 +722,7 @@ async fn a_message_a_pika_client_publishes_is_processed_under_its_trace() {
     let service = Service::builder("mailer")
         .registry(MemoryRegistry::new())
         .broker(broker.clone())
-        .tracer_provider(spans.provider())
+        .instrumentation(spans.instrumentation())
         .build();
     let log = seen.clone();
     service
@@ -780,8 +780,10 @@ async fn throughput(
             .registry(MemoryRegistry::new())
             .broker(broker.clone());
         match traced {
-            true => builder.tracer_provider(spans.provider()).build(),
-            false => builder.tracing(false).build(),
+            true => builder.instrumentation(spans.instrumentation()).build(),
+            false => builder
+                .instrumentation(micro_otel::Instrumentation::off())
+                .build(),
         }
     };
     let consumer = service("bench-consumer");

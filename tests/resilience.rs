@@ -62,7 +62,7 @@ async fn an_unreachable_node_is_retried_elsewhere_and_left_out() {
     let client = micro_otel::Client::builder()
         .registry(Arc::new(registry.clone()))
         .selector(selector.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let echo_client = EchoClient::new("echo", client);
     for i in 0..20 {
@@ -99,7 +99,7 @@ async fn a_business_error_is_not_retried_and_does_not_mark_the_node() {
     let client = micro_otel::Client::builder()
         .registry(Arc::new(registry.clone()))
         .selector(selector.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let echo_client = EchoClient::new("echo", client);
     let mut missing = micro_otel::Request::new(EchoRequest {
@@ -132,7 +132,7 @@ async fn unavailable_is_retried_only_for_idempotent_calls() {
     let live = start_echo(&registry, &spans, echo.clone()).await;
     let client = micro_otel::Client::builder()
         .registry(Arc::new(registry.clone()))
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let echo_client = EchoClient::new("echo", client);
 
@@ -162,7 +162,7 @@ async fn unavailable_is_retried_only_for_idempotent_calls() {
 
     let none = micro_otel::Client::builder()
         .registry(Arc::new(registry.clone()))
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .retry(RetryPolicy::none())
         .build();
     echo.fail_first.store(1, Ordering::SeqCst);

@@ -217,7 +217,9 @@ async fn a_client_reaches_a_server_by_address() {
     let (_service, running) = echo_service(&registry, &spans).await;
     let client = EchoClient::new(
         &running.local_addr().to_string(),
-        Client::builder().tracing(false).build(),
+        Client::builder()
+            .instrumentation(micro_otel::Instrumentation::off())
+            .build(),
     );
     assert_eq!(client.unary(say("direct")).await.unwrap().message, "direct");
     running.stop().await.unwrap();
@@ -236,7 +238,9 @@ async fn generated_servers_mount_on_a_plain_tonic_server() {
                 let _ = stopped.await;
             }),
     );
-    let client = Client::builder().tracing(false).build();
+    let client = Client::builder()
+        .instrumentation(micro_otel::Instrumentation::off())
+        .build();
     let users = UserClient::new(&address.to_string(), client.clone());
     let created = users
         .create_user(create("Tonic"))
@@ -259,7 +263,9 @@ async fn unknown_services_and_methods_are_unimplemented() {
     // The user service is not served here: the path is unknown to the server.
     let users = UserClient::new(
         &running.local_addr().to_string(),
-        Client::builder().tracing(false).build(),
+        Client::builder()
+            .instrumentation(micro_otel::Instrumentation::off())
+            .build(),
     );
     let status = users.get_user(GetUserRequest { id: 1 }).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -270,7 +276,7 @@ async fn unknown_services_and_methods_are_unimplemented() {
 async fn a_service_with_no_nodes_is_unavailable() {
     let client = Client::builder()
         .registry(Arc::new(MemoryRegistry::new()))
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let status = EchoClient::new("nobody.home", client)
         .unary(say("hello?"))

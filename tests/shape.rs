@@ -222,7 +222,7 @@ async fn a_selector_is_told_of_a_transport_failure() {
     let client = micro_otel::Client::builder()
         .registry(Arc::new(registry))
         .selector(selector.clone())
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .retry(micro_otel::client::RetryPolicy::none())
         .build();
     let status = EchoClient::new("echo", client)
@@ -285,7 +285,7 @@ async fn a_bare_client_calling_an_address_keeps_its_deadline_and_reply_headers()
     let echo = Echo::default();
     let server = start_echo("echo", &registry, &spans, echo.clone(), |s| s).await;
     let client = micro_otel::Client::builder()
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .timeout(Duration::from_millis(200))
         .build();
     let client = EchoClient::new(&server.local_addr().to_string(), client);
@@ -522,7 +522,7 @@ async fn the_cache_follows_the_watch_and_the_pool_drops_departed_nodes() {
     let start = async |registry: &Counting| {
         let service = micro_otel::Service::builder("echo")
             .registry(registry.clone())
-            .tracer_provider(spans.provider())
+            .instrumentation(spans.instrumentation())
             .build();
         echo::register_echo_handler(&service, Echo::default()).unwrap();
         service.start().await.unwrap()
@@ -530,7 +530,7 @@ async fn the_cache_follows_the_watch_and_the_pool_drops_departed_nodes() {
     let first = start(&counting).await;
     let client = micro_otel::Client::builder()
         .registry(Arc::new(counting.clone()))
-        .tracing(false)
+        .instrumentation(micro_otel::Instrumentation::off())
         .build();
     let echo_client = EchoClient::new("echo", client.clone());
     let first_port = first.local_addr().port().to_string();

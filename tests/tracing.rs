@@ -259,7 +259,9 @@ async fn incoming_w3c_context_is_continued_and_a_malformed_one_is_ignored() {
     // A caller that is not micro-otel: plain metadata, no client tracing.
     let raw = EchoClient::new(
         &running.local_addr().to_string(),
-        Client::builder().tracing(false).build(),
+        Client::builder()
+            .instrumentation(micro_otel::Instrumentation::off())
+            .build(),
     );
 
     let send = |traceparent: &'static str| {
@@ -356,7 +358,9 @@ async fn baggage_and_trace_context_flow_from_caller_to_nested_calls() {
 async fn with_tracing_off_no_spans_are_made_and_calls_work() {
     let spans = Spans::default();
     let registry = MemoryRegistry::new();
-    let service = service("quiet", &registry, &spans).tracing(false).build();
+    let service = service("quiet", &registry, &spans)
+        .instrumentation(micro_otel::Instrumentation::off())
+        .build();
     echo::register_echo_handler(&service, Echo::default())
         .expect("handler registered before start");
     let running = service.start().await.unwrap();

@@ -21,11 +21,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod broker;
-mod builtin;
 pub mod call;
 pub mod client;
 pub mod discovery;
 pub mod environment;
+mod instrumentation;
 pub mod server;
 pub mod service;
 pub mod telemetry;
@@ -35,9 +35,24 @@ pub mod wrapper;
 pub use call::{Context, Method, MethodKind, RoutingKey, Target};
 pub use call::{MessageStream, ResponseStream, stream_channel, stream_iter};
 pub use client::Client;
+pub use instrumentation::Instrumentation;
 pub use service::{RunningService, Service, ServiceConfig, ServiceError};
 pub use tonic::metadata;
 pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Status};
+
+/// What a service file needs, in one `use micro_otel::prelude::*;`.
+pub mod prelude {
+    pub use crate::broker::{Publisher, Subscriber};
+    pub use crate::call::{
+        Call, MessageStream, Reply, ResponseStream, stream_channel, stream_iter,
+    };
+    pub use crate::client::{Client, ReplyMetadata};
+    pub use crate::telemetry::{Telemetry, TraceTree};
+    pub use crate::wrapper::{self, Next};
+    pub use crate::{
+        Code, Context, Instrumentation, Request, RunningService, Service, ServiceError, Status,
+    };
+}
 
 /// Re-exports generated code refers to, so a user's crate needs only `micro-otel` and
 /// `prost` as dependencies.

@@ -36,7 +36,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let address = child.addresses[0].clone();
         let caller = Arc::new(match client.as_str() {
             "tonic" => Caller::tonic(&address).await?,
-            "micro" => Caller::micro(&address, Client::builder().tracing(false).build()),
+            "micro" => Caller::micro(&address, Client::builder().instrumentation(micro_otel::Instrumentation::off()).build()),
             other => anyhow::bail!("unknown client kind {other:?}"),
         });
         load::run(caller.clone(), Workload::GetUser, 64, Duration::from_millis(300)).await;

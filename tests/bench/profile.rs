@@ -81,16 +81,16 @@ async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<
     let mut builder =
         Service::builder("bench.server").registry(micro_otel::discovery::MemoryRegistry::new());
     builder = match telemetry {
-        Some(t) => builder.tracer_provider(t.provider().clone()),
-        None => builder.tracing(false),
+        Some(t) => builder.instrumentation(t.instrumentation()),
+        None => builder.instrumentation(micro_otel::Instrumentation::off()),
     };
     let service = builder.build();
     user::register_user_handler(&service, servers::Users(servers::store()))
         .expect("handler registered before start");
     let running = service.start().await?;
     let client = match telemetry {
-        Some(t) => Client::builder().tracer_provider(t.provider().clone()),
-        None => Client::builder().tracing(false),
+        Some(t) => Client::builder().instrumentation(t.instrumentation()),
+        None => Client::builder().instrumentation(micro_otel::Instrumentation::off()),
     };
     let client = user::UserClient::new(&running.local_addr().to_string(), client.build());
     let client = Arc::new(client);

@@ -148,8 +148,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
             ClientKind::Tonic => Caller::tonic(&server.addresses[0]).await?,
             ClientKind::Direct(tracing) => {
                 let client = match tracing {
-                    Some(i) => Client::builder().tracer_provider(telemetry[i].provider().clone()),
-                    None => Client::builder().tracing(false),
+                    Some(i) => Client::builder().instrumentation(telemetry[i].instrumentation()),
+                    None => Client::builder().instrumentation(micro_otel::Instrumentation::off()),
                 };
                 Caller::micro(&server.addresses[0], client.build())
             }
@@ -167,7 +167,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
                 }
                 let client = Client::builder()
                     .registry(Arc::new(registry))
-                    .tracing(false)
+                    .instrumentation(micro_otel::Instrumentation::off())
                     .build();
                 Caller::micro("bench.server", client)
             }

@@ -113,8 +113,8 @@ async fn serve_micro(
     for _ in 0..instances {
         let mut builder = Service::builder("bench.server").registry(MemoryRegistry::new());
         builder = match &telemetry {
-            Some(t) => builder.tracer_provider(t.provider().clone()),
-            None => builder.tracing(false),
+            Some(t) => builder.instrumentation(t.instrumentation()),
+            None => builder.instrumentation(micro_otel::Instrumentation::off()),
         };
         let service = builder.build();
         user::register_user_handler(&service, Users(store.clone()))

@@ -60,6 +60,11 @@ impl Spans {
         self.provider.clone()
     }
 
+    /// Built-in wrappers tracing into this collector.
+    pub fn instrumentation(&self) -> micro_otel::Instrumentation {
+        micro_otel::Instrumentation::new().tracer_provider(self.provider())
+    }
+
     /// Waits until at least `n` spans have finished (at most 5 s), then returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<SpanData> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -107,7 +112,7 @@ pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
 pub fn service(name: &str, registry: &MemoryRegistry, spans: &Spans) -> micro_otel::ServiceConfig {
     Service::builder(name)
         .registry(registry.clone())
-        .tracer_provider(spans.provider())
+        .instrumentation(spans.instrumentation())
 }
 
 /// Two echo services: `front` forwards its unary calls to `back`, which runs

@@ -73,8 +73,8 @@ fn service<B: Broker + Clone>(name: &str, broker: &B, spans: Option<&Spans>) -> 
         .registry(MemoryRegistry::new())
         .broker(broker.clone());
     match spans {
-        Some(spans) => builder.tracer_provider(spans.provider()),
-        None => builder.tracing(false),
+        Some(spans) => builder.instrumentation(spans.instrumentation()),
+        None => builder.instrumentation(micro_otel::Instrumentation::off()),
     }
     .build()
 }

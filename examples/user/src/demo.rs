@@ -25,7 +25,7 @@ pub async fn run() -> anyhow::Result<String> {
         .init()?;
     let service = Service::builder(SERVICE_NAME)
         .version("1.0.0")
-        .tracer_provider(telemetry.provider().clone())
+        .instrumentation(telemetry.instrumentation())
         .build();
     let users =
         Users::new(Arc::new(Store::new())).publishing(user::user_created_event_publisher(&service));

@@ -101,7 +101,7 @@ impl Discovery {
 
     /// A client on the registry and selector the flags (or variables) name.
     fn client(&self, telemetry: &Telemetry) -> anyhow::Result<Client> {
-        let mut config = Client::builder().tracer_provider(telemetry.provider().clone());
+        let mut config = Client::builder().instrumentation(telemetry.instrumentation());
         if let Some(registry) = self.registry()? {
             config = config.registry(registry);
         }
@@ -164,7 +164,7 @@ async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
     let mut config = Service::builder(demo::SERVICE_NAME)
         .version("1.0.0")
         .address(address)
-        .tracer_provider(telemetry.provider().clone())
+        .instrumentation(telemetry.instrumentation())
         .wrap_handler(name_node);
     if let Some(registry) = discovery.registry()? {
         config = config.registry(registry);

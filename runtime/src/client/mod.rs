@@ -19,15 +19,14 @@ use futures_util::{FutureExt as _, Stream, StreamExt};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::builtin::BuiltIns;
 use crate::call::{
     AnyMessage, BoxFuture, Call, Context, Deadline, MessageStream, Method, Payload, Reply, Target,
     deadline, decode,
 };
 use crate::discovery::{Cache, MemoryRegistry, Random, Registry, Selector};
 use crate::environment::{ConfigError, FromEnv};
+use crate::instrumentation::Instrumentation;
 use crate::wrapper::{Chain, HttpLayer, HttpStack, Wrapper};
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use pool::Pool;
 pub use retry::{Idempotent, RetryPolicy};
 use selection::Selection;
@@ -319,7 +318,7 @@ pub struct ClientConfig {
     registry: Option<Arc<dyn Registry>>,
     selector: Option<Arc<dyn Selector>>,
     wrappers: Vec<Arc<dyn Wrapper>>,
-    builtins: BuiltIns,
+    instrumentation: Instrumentation,
     timeout: Option<Duration>,
     channel_layers: HttpStack,
     retry: RetryPolicy,
@@ -349,15 +348,10 @@ impl ClientConfig {
         self
     }
 
-    /// Turns the built-in tracing wrapper on (default) or off.
-    pub fn tracing(mut self, enabled: bool) -> Self {
-        self.builtins.set_tracing(enabled);
-        self
-    }
-
-    /// Traces through `provider` instead of the global provider.
-    pub fn tracer_provider(mut self, provider: SdkTracerProvider) -> Self {
-        self.builtins.set_tracer_provider(provider);
+    /// Which built-in wrappers run, and where they report (default: tracing through the
+    /// global tracer provider).
+    pub fn instrumentation(mut self, instrumentation: Instrumentation) -> Self {
+        self.instrumentation = instrumentation;
         self
     }
 
@@ -394,16 +388,16 @@ impl ClientConfig {
         self.selector.take()
     }
 
-    /// What a service sets on its client: its registry, selector and built-in wrappers.
+    /// What a service sets on its client: its registry, selector and instrumentation.
     pub(crate) fn for_service(
         mut self,
         registry: Arc<dyn Registry>,
         selector: Option<Arc<dyn Selector>>,
-        builtins: BuiltIns,
+        instrumentation: Instrumentation,
     ) -> Self {
         self.registry = Some(registry);
         self.selector = selector;
-        self.builtins = builtins;
+        self.instrumentation = instrumentation;
         self
     }
 
@@ -425,7 +419,7 @@ impl ClientConfig {
         Client {
             inner: Arc::new(Inner {
                 chain: Chain::new(
-                    self.builtins.chains().outgoing(&self.wrappers),
+                    self.instrumentation.chains().outgoing(&self.wrappers),
                     selection.clone(),
                 ),
                 selection,

@@ -18,12 +18,12 @@ use tonic::server::Grpc;
 use tonic::{Extensions, Status};
 use tower::service_fn;
 
-use crate::builtin::BuiltIns;
 use crate::call::{
     AnyMessage, AnyMessageStream, BoxFuture, Call, Context, Decode, ErasedCodec, Method,
     MethodKind, Payload, Reply, deadline, decode,
 };
 use crate::call::{MessageStream, ResponseStream};
+use crate::instrumentation::Instrumentation;
 use crate::wrapper::{Chain, Terminal, Wrappers};
 
 /// A proto service's methods bound to a handler: a tower service answering gRPC requests.
@@ -295,7 +295,7 @@ impl<H: Send + Sync + 'static> DispatchBuilder<H> {
                 wrappers: Wrappers::default(),
             }),
         }
-        .with_wrappers(BuiltIns::default().chains().incoming(&[]))
+        .with_wrappers(Instrumentation::default().chains().incoming(&[]))
     }
 }
 

@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::SdkTracerProvider;
-
 use super::{Inner, Service};
 use crate::broker::{Broker, MemoryBroker};
-use crate::builtin::BuiltIns;
 use crate::client::ClientConfig;
 use crate::discovery::{MemoryRegistry, Registry};
 use crate::environment::{ConfigError, FromEnv};
+use crate::instrumentation::Instrumentation;
 use crate::server::Mux;
 use crate::wrapper::{HttpLayer, HttpStack, Wrapper};
 
@@ -37,7 +35,7 @@ pub struct ServiceConfig {
     register_interval: Option<Duration>,
     grace_period: Duration,
     client: ClientConfig,
-    builtins: BuiltIns,
+    instrumentation: Instrumentation,
     handler_wrappers: Vec<Arc<dyn Wrapper>>,
     publish_wrappers: Vec<Arc<dyn Wrapper>>,
     subscriber_wrappers: Vec<Arc<dyn Wrapper>>,
@@ -57,7 +55,7 @@ impl ServiceConfig {
             register_interval: None,
             grace_period: GRACE_PERIOD,
             client: ClientConfig::default(),
-            builtins: BuiltIns::default(),
+            instrumentation: Instrumentation::default(),
             handler_wrappers: Vec::new(),
             publish_wrappers: Vec::new(),
             subscriber_wrappers: Vec::new(),
@@ -142,15 +140,11 @@ impl ServiceConfig {
         self
     }
 
-    /// Turns the built-in tracing wrappers on (default) or off, on every side.
-    pub fn tracing(mut self, enabled: bool) -> Self {
-        self.builtins.set_tracing(enabled);
-        self
-    }
-
-    /// Traces through `provider` (flushed at shutdown) instead of the global provider.
-    pub fn tracer_provider(mut self, provider: SdkTracerProvider) -> Self {
-        self.builtins.set_tracer_provider(provider);
+    /// Which built-in wrappers run on every side (handlers, calls, publishes, messages),
+    /// and where they report (default: tracing through the global tracer provider). A
+    /// provider set here is flushed when the service stops.
+    pub fn instrumentation(mut self, instrumentation: Instrumentation) -> Self {
+        self.instrumentation = instrumentation;
         self
     }
 
@@ -190,9 +184,9 @@ impl ServiceConfig {
         let mut client = self.client;
         let selector = resolve(client.take_selector(), env.selector, &mut errors);
         let client = client
-            .for_service(registry.clone(), selector, self.builtins.clone())
+            .for_service(registry.clone(), selector, self.instrumentation.clone())
             .build();
-        let chains = self.builtins.chains();
+        let chains = self.instrumentation.chains();
         Service {
             inner: Arc::new(Inner {
                 name: self.name,
@@ -212,7 +206,7 @@ impl ServiceConfig {
                 register_ttl,
                 register_interval,
                 grace_period: self.grace_period,
-                tracer_provider: self.builtins.tracer_provider().cloned(),
+                tracer_provider: self.instrumentation.provider().cloned(),
             }),
         }
     }

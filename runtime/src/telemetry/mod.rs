@@ -232,9 +232,16 @@ impl Telemetry {
         }
     }
 
-    /// The provider, to hand to [`crate::ServiceConfig::tracer_provider`].
+    /// The tracer provider.
     pub fn provider(&self) -> &SdkTracerProvider {
         &self.provider
+    }
+
+    /// Built-in wrappers reporting here, for
+    /// [`ServiceConfig::instrumentation`](crate::ServiceConfig::instrumentation) and
+    /// [`ClientConfig::instrumentation`](crate::client::ClientConfig::instrumentation).
+    pub fn instrumentation(&self) -> crate::Instrumentation {
+        crate::Instrumentation::new().tracer_provider(self.provider.clone())
     }
 
     /// Exports everything queued now. Blocks the calling thread until the export is done;

@@ -83,6 +83,28 @@ fn scope() -> InstrumentationScope {
         .build()
 }
 
+/// Runs `future` inside `span`, a `tracing` span, so that the calls and publishes it makes
+/// are children of that span: the root of a trace that starts outside any handler (a job,
+/// a command, a demo). Needs the bridge [`Telemetry`](crate::telemetry::Telemetry)
+/// installs (feature `tracing-bridge`, on by default).
+///
+/// ```no_run
+/// # async fn job() {}
+/// # async fn run() {
+/// micro_otel::trace::in_span(tracing::info_span!("nightly-report"), job()).await;
+/// # }
+/// ```
+#[cfg(feature = "tracing-bridge")]
+pub fn in_span<F: std::future::Future>(
+    span: tracing::Span,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = span.context();
+    future.with_context(cx).instrument(span)
+}
+
 struct ServerTracing(Tracing);
 
 impl Wrapper for ServerTracing {

@@ -15,6 +15,7 @@ pub struct NoteId {
     pub id: ::prost::alloc::string::String,
 }
 /// Names of the `notes.Notes` service and its methods.
+#[allow(dead_code)]
 pub mod notes_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -44,6 +45,7 @@ pub mod notes_methods {
 ///
 /// Server side of `notes.Notes`: implement it, then serve it with
 /// [`register_notes_handler`] or [`NotesServer`].
+#[allow(dead_code)]
 pub trait NotesHandler: Send + Sync + 'static {
     /// Adds a note.
     ///
@@ -76,7 +78,9 @@ pub trait NotesHandler: Send + Sync + 'static {
 /// `notes.Notes` served by a [`NotesHandler`]: a tower service that
 /// [`register_notes_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct NotesServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl NotesServer {
     /// Binds every method of `notes.Notes` to `handler`.
     pub fn new<H: NotesHandler>(handler: H) -> Self {
@@ -129,6 +133,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `notes.Notes` on `service`; fails once the service has
 /// started, or if it already serves `notes.Notes`.
+#[allow(dead_code)]
 pub fn register_notes_handler<H: NotesHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -151,10 +156,12 @@ pub fn register_notes_handler<H: NotesHandler>(
 /// Typed client of `notes.Notes`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct NotesClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl NotesClient {
     /// A client of `target`: the service's registry name (e.g. `notes.service`)
     /// or a direct address (`127.0.0.1:50051`).

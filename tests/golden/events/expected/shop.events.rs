@@ -39,6 +39,7 @@ pub struct Receipt {
     pub order_id: i64,
 }
 /// Names of the `shop.events.Orders` service and its methods.
+#[allow(dead_code)]
 pub mod orders_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -62,6 +63,7 @@ pub mod orders_methods {
 ///
 /// Server side of `shop.events.Orders`: implement it, then serve it with
 /// [`register_orders_handler`] or [`OrdersServer`].
+#[allow(dead_code)]
 pub trait OrdersHandler: Send + Sync + 'static {
     /// Places an order; publishes an `OrderPlaced` event.
     fn place_order(
@@ -83,7 +85,9 @@ pub trait OrdersHandler: Send + Sync + 'static {
 /// `shop.events.Orders` served by a [`OrdersHandler`]: a tower service that
 /// [`register_orders_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct OrdersServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl OrdersServer {
     /// Binds every method of `shop.events.Orders` to `handler`.
     pub fn new<H: OrdersHandler>(handler: H) -> Self {
@@ -132,6 +136,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `shop.events.Orders` on `service`; fails once the service has
 /// started, or if it already serves `shop.events.Orders`.
+#[allow(dead_code)]
 pub fn register_orders_handler<H: OrdersHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -143,10 +148,12 @@ pub fn register_orders_handler<H: OrdersHandler>(
 /// Typed client of `shop.events.Orders`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct OrdersClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl OrdersClient {
     /// A client of `target`: the service's registry name (e.g. `orders.service`)
     /// or a direct address (`127.0.0.1:50051`).
@@ -184,11 +191,13 @@ impl OrdersClient {
 ///
 /// Topic of [`order::Shipped`] messages: `order.shipped` (the `(micro_otel.topic)`
 /// option of `shop.events.Order.Shipped`).
+#[allow(dead_code)]
 pub const ORDER_SHIPPED_TOPIC: &str = "order.shipped";
 /// Published when an order leaves the warehouse.
 ///
 /// A publisher of [`order::Shipped`] messages on [`ORDER_SHIPPED_TOPIC`], through
 /// `service`'s broker and publish wrappers (tracing first).
+#[allow(dead_code)]
 pub fn order_shipped_publisher(
     service: &::micro_otel::Service,
 ) -> ::micro_otel::broker::Publisher<order::Shipped> {
@@ -199,6 +208,7 @@ pub fn order_shipped_publisher(
 /// Handles the [`order::Shipped`] messages of [`ORDER_SHIPPED_TOPIC`] with `handler` once
 /// `service` starts, behind its subscriber wrappers (tracing first), in a queue group named
 /// after the service; fails once the service has started.
+#[allow(dead_code)]
 pub fn subscribe_order_shipped<H: ::micro_otel::broker::MessageHandler<order::Shipped>>(
     service: &::micro_otel::Service,
     handler: H,
@@ -213,11 +223,13 @@ pub fn subscribe_order_shipped<H: ::micro_otel::broker::MessageHandler<order::Sh
 ///
 /// Topic of [`OrderPlaced`] messages: `order.placed` (the `(micro_otel.topic)`
 /// option of `shop.events.OrderPlaced`).
+#[allow(dead_code)]
 pub const ORDER_PLACED_TOPIC: &str = "order.placed";
 /// Published when an order is placed.
 ///
 /// A publisher of [`OrderPlaced`] messages on [`ORDER_PLACED_TOPIC`], through
 /// `service`'s broker and publish wrappers (tracing first).
+#[allow(dead_code)]
 pub fn order_placed_publisher(
     service: &::micro_otel::Service,
 ) -> ::micro_otel::broker::Publisher<OrderPlaced> {
@@ -228,6 +240,7 @@ pub fn order_placed_publisher(
 /// Handles the [`OrderPlaced`] messages of [`ORDER_PLACED_TOPIC`] with `handler` once
 /// `service` starts, behind its subscriber wrappers (tracing first), in a queue group named
 /// after the service; fails once the service has started.
+#[allow(dead_code)]
 pub fn subscribe_order_placed<H: ::micro_otel::broker::MessageHandler<OrderPlaced>>(
     service: &::micro_otel::Service,
     handler: H,

@@ -23,6 +23,7 @@ pub struct LowerCaseMessage {
     pub r#mod: ::prost::alloc::string::String,
 }
 /// Names of the `odd.type.Loop` service and its methods.
+#[allow(dead_code)]
 pub mod loop_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -46,6 +47,7 @@ pub mod loop_methods {
 ///
 /// Server side of `odd.type.Loop`: implement it, then serve it with
 /// [`register_loop_handler`] or [`LoopServer`].
+#[allow(dead_code)]
 pub trait LoopHandler: Send + Sync + 'static {
     /// Handles `Type`.
     fn r#type(
@@ -83,7 +85,9 @@ pub trait LoopHandler: Send + Sync + 'static {
 /// `odd.type.Loop` served by a [`LoopHandler`]: a tower service that
 /// [`register_loop_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct LoopServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl LoopServer {
     /// Binds every method of `odd.type.Loop` to `handler`.
     pub fn new<H: LoopHandler>(handler: H) -> Self {
@@ -140,6 +144,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `odd.type.Loop` on `service`; fails once the service has
 /// started, or if it already serves `odd.type.Loop`.
+#[allow(dead_code)]
 pub fn register_loop_handler<H: LoopHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -151,10 +156,12 @@ pub fn register_loop_handler<H: LoopHandler>(
 /// Typed client of `odd.type.Loop`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct LoopClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl LoopClient {
     /// A client of `target`: the service's registry name (e.g. `loop.service`)
     /// or a direct address (`127.0.0.1:50051`).

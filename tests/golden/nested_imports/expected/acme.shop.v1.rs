@@ -22,6 +22,7 @@ pub mod cart {
     }
 }
 /// Names of the `acme.shop.v1.Checkout` service and its methods.
+#[allow(dead_code)]
 pub mod checkout_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -41,6 +42,7 @@ pub mod checkout_methods {
 ///
 /// Server side of `acme.shop.v1.Checkout`: implement it, then serve it with
 /// [`register_checkout_handler`] or [`CheckoutServer`].
+#[allow(dead_code)]
 pub trait CheckoutHandler: Send + Sync + 'static {
     /// Prices a cart.
     fn quote(
@@ -68,7 +70,9 @@ pub trait CheckoutHandler: Send + Sync + 'static {
 /// `acme.shop.v1.Checkout` served by a [`CheckoutHandler`]: a tower service that
 /// [`register_checkout_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct CheckoutServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl CheckoutServer {
     /// Binds every method of `acme.shop.v1.Checkout` to `handler`.
     pub fn new<H: CheckoutHandler>(handler: H) -> Self {
@@ -117,6 +121,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `acme.shop.v1.Checkout` on `service`; fails once the service has
 /// started, or if it already serves `acme.shop.v1.Checkout`.
+#[allow(dead_code)]
 pub fn register_checkout_handler<H: CheckoutHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -128,10 +133,12 @@ pub fn register_checkout_handler<H: CheckoutHandler>(
 /// Typed client of `acme.shop.v1.Checkout`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct CheckoutClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl CheckoutClient {
     /// A client of `target`: the service's registry name (e.g. `checkout.service`)
     /// or a direct address (`127.0.0.1:50051`).

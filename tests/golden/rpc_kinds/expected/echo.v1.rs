@@ -24,6 +24,7 @@ pub struct EchoResponse {
     pub payload: ::prost::alloc::vec::Vec<u8>,
 }
 /// Names of the `echo.v1.Echo` service and its methods.
+#[allow(dead_code)]
 pub mod echo_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -50,6 +51,7 @@ pub mod echo_methods {
 ///
 /// Server side of `echo.v1.Echo`: implement it, then serve it with
 /// [`register_echo_handler`] or [`EchoServer`].
+#[allow(dead_code)]
 pub trait EchoHandler: Send + Sync + 'static {
     /// One message in, the same message out.
     fn unary(
@@ -93,7 +95,9 @@ pub trait EchoHandler: Send + Sync + 'static {
 /// `echo.v1.Echo` served by a [`EchoHandler`]: a tower service that
 /// [`register_echo_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct EchoServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl EchoServer {
     /// Binds every method of `echo.v1.Echo` to `handler`.
     pub fn new<H: EchoHandler>(handler: H) -> Self {
@@ -152,6 +156,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `echo.v1.Echo` on `service`; fails once the service has
 /// started, or if it already serves `echo.v1.Echo`.
+#[allow(dead_code)]
 pub fn register_echo_handler<H: EchoHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -163,10 +168,12 @@ pub fn register_echo_handler<H: EchoHandler>(
 /// Typed client of `echo.v1.Echo`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct EchoClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl EchoClient {
     /// A client of `target`: the service's registry name (e.g. `echo.service`)
     /// or a direct address (`127.0.0.1:50051`).

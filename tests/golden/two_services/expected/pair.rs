@@ -5,6 +5,7 @@ pub struct Ball {
     pub seq: u64,
 }
 /// Names of the `pair.Left` service and its methods.
+#[allow(dead_code)]
 pub mod left_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -16,6 +17,7 @@ pub mod left_methods {
 ///
 /// Server side of `pair.Left`: implement it, then serve it with
 /// [`register_left_handler`] or [`LeftServer`].
+#[allow(dead_code)]
 pub trait LeftHandler: Send + Sync + 'static {
     /// Handles `Ping`.
     fn ping(
@@ -29,7 +31,9 @@ pub trait LeftHandler: Send + Sync + 'static {
 /// `pair.Left` served by a [`LeftHandler`]: a tower service that
 /// [`register_left_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct LeftServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl LeftServer {
     /// Binds every method of `pair.Left` to `handler`.
     pub fn new<H: LeftHandler>(handler: H) -> Self {
@@ -74,6 +78,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `pair.Left` on `service`; fails once the service has
 /// started, or if it already serves `pair.Left`.
+#[allow(dead_code)]
 pub fn register_left_handler<H: LeftHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -85,10 +90,12 @@ pub fn register_left_handler<H: LeftHandler>(
 /// Typed client of `pair.Left`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct LeftClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl LeftClient {
     /// A client of `target`: the service's registry name (e.g. `left.service`)
     /// or a direct address (`127.0.0.1:50051`).
@@ -109,6 +116,7 @@ impl LeftClient {
     }
 }
 /// Names of the `pair.Right` service and its methods.
+#[allow(dead_code)]
 pub mod right_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -125,6 +133,7 @@ pub mod right_methods {
 ///
 /// Server side of `pair.Right`: implement it, then serve it with
 /// [`register_right_handler`] or [`RightServer`].
+#[allow(dead_code)]
 pub trait RightHandler: Send + Sync + 'static {
     /// Handles `Ping`.
     fn ping(
@@ -149,7 +158,9 @@ pub trait RightHandler: Send + Sync + 'static {
 /// `pair.Right` served by a [`RightHandler`]: a tower service that
 /// [`register_right_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct RightServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl RightServer {
     /// Binds every method of `pair.Right` to `handler`.
     pub fn new<H: RightHandler>(handler: H) -> Self {
@@ -198,6 +209,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `pair.Right` on `service`; fails once the service has
 /// started, or if it already serves `pair.Right`.
+#[allow(dead_code)]
 pub fn register_right_handler<H: RightHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -209,10 +221,12 @@ pub fn register_right_handler<H: RightHandler>(
 /// Typed client of `pair.Right`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct RightClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl RightClient {
     /// A client of `target`: the service's registry name (e.g. `right.service`)
     /// or a direct address (`127.0.0.1:50051`).

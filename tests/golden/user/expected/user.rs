@@ -102,6 +102,7 @@ pub struct UserCreatedEvent {
     pub name: ::prost::alloc::string::String,
 }
 /// Names of the `user.User` service and its methods.
+#[allow(dead_code)]
 pub mod user_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -127,6 +128,7 @@ pub mod user_methods {
 ///
 /// Server side of `user.User`: implement it, then serve it with
 /// [`register_user_handler`] or [`UserServer`].
+#[allow(dead_code)]
 pub trait UserHandler: Send + Sync + 'static {
     /// Creates a user and returns it with its new id.
     fn create_user(
@@ -167,7 +169,9 @@ pub trait UserHandler: Send + Sync + 'static {
 /// `user.User` served by a [`UserHandler`]: a tower service that
 /// [`register_user_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct UserServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl UserServer {
     /// Binds every method of `user.User` to `handler`.
     pub fn new<H: UserHandler>(handler: H) -> Self {
@@ -224,6 +228,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `user.User` on `service`; fails once the service has
 /// started, or if it already serves `user.User`.
+#[allow(dead_code)]
 pub fn register_user_handler<H: UserHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -235,10 +240,12 @@ pub fn register_user_handler<H: UserHandler>(
 /// Typed client of `user.User`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct UserClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl UserClient {
     /// A client of `target`: the service's registry name (e.g. `user.service`)
     /// or a direct address (`127.0.0.1:50051`).

@@ -11,6 +11,7 @@ pub struct Alarm {
     pub note: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// Names of the `clock.Clock` service and its methods.
+#[allow(dead_code)]
 pub mod clock_methods {
     use ::micro_otel::{Method, MethodKind};
     /// Fully qualified name of the service.
@@ -31,6 +32,7 @@ pub mod clock_methods {
 ///
 /// Server side of `clock.Clock`: implement it, then serve it with
 /// [`register_clock_handler`] or [`ClockServer`].
+#[allow(dead_code)]
 pub trait ClockHandler: Send + Sync + 'static {
     /// Handles `Now`.
     fn now(
@@ -71,7 +73,9 @@ pub trait ClockHandler: Send + Sync + 'static {
 /// `clock.Clock` served by a [`ClockHandler`]: a tower service that
 /// [`register_clock_handler`] adds to a [`::micro_otel::Service`], or that mounts on any tonic server.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct ClockServer(::micro_otel::server::Dispatch);
+#[allow(dead_code)]
 impl ClockServer {
     /// Binds every method of `clock.Clock` to `handler`.
     pub fn new<H: ClockHandler>(handler: H) -> Self {
@@ -128,6 +132,7 @@ impl ::micro_otel::codegen::TowerService<
 }
 /// Serves `handler` as `clock.Clock` on `service`; fails once the service has
 /// started, or if it already serves `clock.Clock`.
+#[allow(dead_code)]
 pub fn register_clock_handler<H: ClockHandler>(
     service: &::micro_otel::Service,
     handler: H,
@@ -139,10 +144,12 @@ pub fn register_clock_handler<H: ClockHandler>(
 /// Typed client of `clock.Clock`: each call goes through the client's wrappers
 /// (tracing first), picks a node, and is sent over gRPC.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct ClockClient {
     client: ::micro_otel::Client,
     target: ::micro_otel::Target,
 }
+#[allow(dead_code)]
 impl ClockClient {
     /// A client of `target`: the service's registry name (e.g. `clock.service`)
     /// or a direct address (`127.0.0.1:50051`).

@@ -1,6 +1,6 @@
-//! The built-in wrappers, declared once: they run outermost on every side (handlers, calls,
-//! publishes, message processing), always in the order of [`BuiltIns::chains`]: tracing
-//! first.
+//! [`Instrumentation`]: the built-in wrappers, declared once. They run outermost on every
+//! side (handlers, calls, publishes, message processing), always in the order of
+//! [`Instrumentation::chains`]: tracing first.
 
 use std::sync::Arc;
 
@@ -9,14 +9,26 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use crate::trace::Tracing;
 use crate::wrapper::{Wrapper, Wrappers};
 
-/// Which built-in wrappers a service or a client runs, and where they report.
+/// Which built-in wrappers a service or a client runs, and where they report: set with
+/// [`ServiceConfig::instrumentation`](crate::ServiceConfig::instrumentation) or
+/// [`ClientConfig::instrumentation`](crate::client::ClientConfig::instrumentation), or take
+/// a [`Telemetry`](crate::telemetry::Telemetry)'s.
+///
+/// ```
+/// use micro_otel::{Instrumentation, Service};
+///
+/// let quiet = Service::builder("batch.job")
+///     .instrumentation(Instrumentation::off())
+///     .build();
+/// # let _ = quiet;
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct BuiltIns {
+pub struct Instrumentation {
     tracing: bool,
     tracer_provider: Option<SdkTracerProvider>,
 }
 
-impl Default for BuiltIns {
+impl Default for Instrumentation {
     /// Tracing on, through the global tracer provider.
     fn default() -> Self {
         Self {
@@ -26,19 +38,32 @@ impl Default for BuiltIns {
     }
 }
 
-impl BuiltIns {
-    /// Turns tracing on or off.
-    pub(crate) fn set_tracing(&mut self, enabled: bool) {
-        self.tracing = enabled;
+impl Instrumentation {
+    /// Tracing on, through the global tracer provider (the default).
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Traces through `provider` instead of the global provider.
-    pub(crate) fn set_tracer_provider(&mut self, provider: SdkTracerProvider) {
+    /// No built-in wrapper at all.
+    pub fn off() -> Self {
+        Self::new().tracing(false)
+    }
+
+    /// Turns the tracing wrappers on (default) or off.
+    pub fn tracing(mut self, enabled: bool) -> Self {
+        self.tracing = enabled;
+        self
+    }
+
+    /// Traces through `provider` instead of the global provider; a service flushes it when
+    /// it stops.
+    pub fn tracer_provider(mut self, provider: SdkTracerProvider) -> Self {
         self.tracer_provider = Some(provider);
+        self
     }
 
     /// The provider set in code, which the service flushes when it stops.
-    pub(crate) fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+    pub(crate) fn provider(&self) -> Option<&SdkTracerProvider> {
         self.tracer_provider.as_ref()
     }
 
