@@ -46,8 +46,10 @@ fn lines(requests: &[Recorded]) -> Vec<String> {
 
 /// The message of an `Unavailable`.
 fn message(error: RegistryError) -> String {
-    let RegistryError::Unavailable(message) = error;
-    message
+    match error {
+        RegistryError::Unavailable(message) => message,
+        other => panic!("not unavailable: {other}"),
+    }
 }
 
 /// A port nothing listens on now.
@@ -444,9 +446,13 @@ async fn acl_refusals_bad_metadata_and_unknown_datacenters_name_the_address_and_
         refused.contains("400") && refused.contains("Invalid Service Meta"),
         "{refused}"
     );
+    // Refused before anything is sent: invalid, not the agent being unavailable.
     let no_port = Node::new("b", "127.0.0.1");
-    let refused = message(registry.register("svc", &no_port, LONG).await.unwrap_err());
-    assert!(refused.contains("not host:port"), "{refused}");
+    let refused = registry.register("svc", &no_port, LONG).await.unwrap_err();
+    assert!(
+        matches!(&refused, RegistryError::Invalid(why) if why.contains("not host:port")),
+        "{refused}"
+    );
 
     let elsewhere = registry.clone().with_datacenter("dc2");
     let refused = message(elsewhere.lookup("svc").await.unwrap_err());

@@ -481,7 +481,9 @@ async fn a_name_server_that_does_not_answer_is_unavailable_naming_it_and_the_nam
             .domain("test")
             .timeout(timeout);
         let unavailable = |e: RegistryError| {
-            let RegistryError::Unavailable(why) = e;
+            let RegistryError::Unavailable(why) = e else {
+                panic!("not unavailable: {e}");
+            };
             assert!(why.contains(&server) && why.contains("echo.test"), "{why}");
             why
         };

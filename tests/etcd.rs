@@ -284,7 +284,9 @@ async fn without_etcd_every_operation_is_unavailable_naming_the_endpoint() {
         .expect("connecting does not need etcd up");
     let started = Instant::now();
     let named = |e: RegistryError, operation: &str| {
-        let RegistryError::Unavailable(message) = e;
+        let RegistryError::Unavailable(message) = e else {
+            panic!("not unavailable: {e}");
+        };
         assert!(
             message.contains(&endpoint) && message.contains(operation),
             "{message}"
@@ -304,7 +306,9 @@ async fn without_etcd_every_operation_is_unavailable_naming_the_endpoint() {
 
     // A malformed endpoint: refused by `connect`, reported by every operation of `lazy`.
     let malformed = |e: RegistryError| {
-        let RegistryError::Unavailable(message) = e;
+        let RegistryError::Unavailable(message) = e else {
+            panic!("not unavailable: {e}");
+        };
         assert!(message.contains("etcd at not a url: connect"), "{message}");
     };
     malformed(EtcdRegistry::connect(["not a url"]).await.unwrap_err());

@@ -430,12 +430,14 @@ mod inside {
         );
 
         // Metadata that does not fit is refused, with why, and nothing is announced.
-        let unavailable = |e: RegistryError| {
-            let RegistryError::Unavailable(why) = e;
+        let refused = |e: RegistryError| {
+            let RegistryError::Invalid(why) = e else {
+                panic!("not invalid: {e}");
+            };
             why
         };
         let too_long = Node::new("meta-2", "127.0.0.1:5012").with_metadata("blob", "x".repeat(300));
-        let why = unavailable(server.register("meta", &too_long, LONG).await.unwrap_err());
+        let why = refused(server.register("meta", &too_long, LONG).await.unwrap_err());
         assert!(
             why.contains("meta-2")
                 && why.contains("\"blob\"")
@@ -447,7 +449,7 @@ mod inside {
         for k in 0..6 {
             too_much = too_much.with_metadata(format!("k{k}"), "y".repeat(250));
         }
-        let why = unavailable(server.register("meta", &too_much, LONG).await.unwrap_err());
+        let why = refused(server.register("meta", &too_much, LONG).await.unwrap_err());
         assert!(why.contains("meta-3") && why.contains("1300"), "{why}");
         assert_eq!(
             ids(&lookup(&registry(), "meta").await),

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,116 +22,13 @@ use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
 use micro_otel_tests::harness::{Spans, attr, missing, span};
+use micro_otel_tests::nats::Nats;
 use micro_otel_tests::pubsub::{
     Seen, event, fan_out_and_share, one_trace_through_send_and_process, publisher, subscribed,
     wait_until,
 };
 use opentelemetry::trace::SpanKind;
 use prost::Message as _;
-
-/// A `nats-server` with JetStream of one test, killed when dropped.
-struct Nats {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Nats {
-    /// Starts `nats-server -js` on a free port and waits until JetStream answers.
-    async fn start() -> Self {
-        if Command::new("nats-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            missing("nats-server not found; `apt-get install nats-server`");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let child = Self::spawn(dir.path(), port);
-        let mut nats = Self { child, dir, port };
-        nats.wait_ready().await;
-        nats
-    }
-
-    /// Runs `nats-server` with JetStream on `port`, storing in (and logging to) `dir`.
-    fn spawn(dir: &std::path::Path, port: u16) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("nats.log"))
-            .expect("log file");
-        Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.join("store"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("nats-server starts")
-    }
-
-    /// Polls until JetStream's API answers.
-    async fn wait_ready(&mut self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(client) = async_nats::connect(self.url()).await
-                && client.request("$JS.API.INFO", "".into()).await.is_ok()
-            {
-                eprintln!("nats-server ready in {:?}", started.elapsed());
-                return;
-            }
-            let exited = self.child.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && started.elapsed() < Duration::from_secs(20),
-                "nats-server did not come up (exit: {exited:?}); its log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills the server and starts it again on the same port and store.
-    async fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path(), self.port);
-        self.wait_ready().await;
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
-    }
-
-    /// A plain client, to look behind the broker.
-    async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url()).await.expect("connects")
-    }
-
-    async fn core(&self) -> NatsBroker {
-        NatsBroker::connect(self.url()).await.expect("connects")
-    }
-
-    async fn jetstream(&self, config: JetStreamConfig) -> NatsBroker {
-        NatsBroker::connect_jetstream(self.url(), config)
-            .await
-            .expect("connects and makes the streams")
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The tests' JetStream setup: stream `EVENTS` over `user.>` and `jobs.>`, dead letters
 /// on `dead.events`, quick redelivery.

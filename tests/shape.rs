@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use micro_otel::call::Node;
 use micro_otel::client::ReplyMetadata;
-use micro_otel::discovery::{MemoryRegistry, Outcome, Registry, RegistryError, Selector, Watch};
-use micro_otel::wrapper::{self, BoxFuture, Call, Next};
+use micro_otel::discovery::{MemoryRegistry, Outcome, Registry, RegistryFuture, Selector, Watch};
+use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Code, Context, Status};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
 use micro_otel_tests::harness::{Echo, Spans, service};
@@ -468,18 +468,18 @@ struct Counting {
 }
 
 impl Registry for Counting {
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
+    ) -> RegistryFuture<'a, ()> {
         self.inner.register(service, node, ttl)
     }
-    fn deregister(&self, service: &str, id: &str) -> BoxFuture<Result<(), RegistryError>> {
+    fn deregister<'a>(&'a self, service: &'a str, id: &'a str) -> RegistryFuture<'a, ()> {
         self.inner.deregister(service, id)
     }
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         self.inner.lookup(service)
     }

@@ -83,162 +83,123 @@ pub fn selector(setting: &str, name: &str) -> Result<Arc<dyn Selector>, ConfigEr
     )
 }
 
-/// The registry `kind` at `addresses` (comma separated; the backend's default when empty).
-/// `memory` is the process-wide in-memory registry.
-pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, ConfigError> {
-    #[cfg(not(any(
-        feature = "etcd",
-        feature = "dns",
-        feature = "consul",
-        feature = "mdns"
-    )))]
-    let _ = addresses; // Only the backends behind features read it.
-    match kind.trim().to_ascii_lowercase().as_str() {
-        "memory" | "" => Ok(Arc::new(MemoryRegistry::global())),
-        #[cfg(feature = "etcd")]
-        "etcd" => {
-            let mut endpoints = list(addresses);
-            if endpoints.is_empty() {
-                endpoints.push("http://127.0.0.1:2379");
-            }
-            Ok(Arc::new(crate::discovery::EtcdRegistry::lazy(&endpoints)))
+/// How a backend is made from the comma-separated addresses of its `*_ADDRESS` variable
+/// (empty for its defaults); an error says what is wrong with them.
+type Build<T> = fn(&str) -> Result<Arc<T>, String>;
+
+/// A backend `MICRO_REGISTRY` or `MICRO_BROKER` may name: each is one line of
+/// [`registries`] or [`brokers`], and builds itself from its `*_ADDRESS` value.
+struct Kind<T: ?Sized> {
+    /// Its names, as the variable spells them (the first is the one errors list).
+    names: &'static [&'static str],
+    /// The cargo feature that brings it, if it needs one.
+    feature: Option<&'static str>,
+    /// How it is made; `None` when this build lacks its feature.
+    build: Option<Build<T>>,
+}
+
+/// A [`Kind`] of `dyn $trait` behind cargo feature `$feature`, made by `$build(addresses)`.
+macro_rules! kind {
+    ($trait:ident: $names:expr, $feature:literal, $build:path) => {
+        Kind {
+            names: $names,
+            feature: Some($feature),
+            build: {
+                #[cfg(feature = $feature)]
+                let build: Option<Build<dyn $trait>> =
+                    Some(|addresses| Ok(Arc::new($build(addresses)?)));
+                #[cfg(not(feature = $feature))]
+                let build = None;
+                build
+            },
         }
-        #[cfg(feature = "dns")]
-        "dns" => {
-            // SRV records (each names its node's port): from the environment alone, A
-            // records would need a port nothing gives. The system's name servers unless
-            // MICRO_REGISTRY_ADDRESS lists some (`ip[:port]`, port 53 by default).
-            let registry = crate::discovery::DnsRegistry::srv()
-                .name_servers(addresses)
-                .map_err(|crate::discovery::RegistryError::Unavailable(why)| {
-                    ConfigError::new(MICRO_REGISTRY_ADDRESS, addresses, why)
-                })?;
-            Ok(Arc::new(registry))
-        }
-        #[cfg(feature = "consul")]
-        "consul" => {
-            use crate::discovery::ConsulRegistry;
-            let registry = match list(addresses).as_slice() {
-                [] => ConsulRegistry::new(ConsulRegistry::DEFAULT_ADDRESS),
-                [agent] => ConsulRegistry::new(agent),
-                _ => {
-                    return Err(ConfigError::new(
-                        MICRO_REGISTRY_ADDRESS,
-                        addresses,
-                        "consul talks to one agent (usually the local one): give one address",
-                    ));
-                }
-            };
-            // The ACL token Consul's own CLI and Go client read.
-            Ok(Arc::new(match var("CONSUL_HTTP_TOKEN") {
-                Some(token) => registry.with_token(token.trim()),
-                None => registry,
-            }))
-        }
-        #[cfg(feature = "mdns")]
-        "mdns" => {
-            // No server: MICRO_REGISTRY_ADDRESS lists the network interfaces to run on, by
-            // name or address (`eth0,192.168.1.10`); every interface when empty.
-            Ok(Arc::new(crate::discovery::MdnsRegistry::on_interfaces(
-                list(addresses),
-            )))
-        }
-        #[cfg(not(feature = "etcd"))]
-        "etcd" => Err(not_built(kind)),
-        #[cfg(not(feature = "dns"))]
-        "dns" => Err(not_built(kind)),
-        #[cfg(not(feature = "consul"))]
-        "consul" => Err(not_built(kind)),
-        #[cfg(not(feature = "mdns"))]
-        "mdns" => Err(not_built(kind)),
-        _ => Err(ConfigError::new(
-            MICRO_REGISTRY,
+    };
+}
+
+/// Every registry kind: memory, and the backends behind features.
+fn registries() -> [Kind<dyn Registry>; 5] {
+    [
+        Kind {
+            names: &["memory", ""],
+            feature: None,
+            build: Some(|_| Ok(Arc::new(MemoryRegistry::global()))),
+        },
+        kind!(Registry: &["etcd"], "etcd", crate::discovery::EtcdRegistry::from_addresses),
+        kind!(Registry: &["dns"], "dns", crate::discovery::DnsRegistry::from_addresses),
+        kind!(Registry: &["consul"], "consul", crate::discovery::ConsulRegistry::from_addresses),
+        kind!(Registry: &["mdns"], "mdns", crate::discovery::MdnsRegistry::from_addresses),
+    ]
+}
+
+/// Every broker kind: memory, and the backends behind features.
+fn brokers() -> [Kind<dyn Broker>; 4] {
+    [
+        Kind {
+            names: &["memory", ""],
+            feature: None,
+            build: Some(|_| Ok(Arc::new(MemoryBroker::global()))),
+        },
+        kind!(Broker: &["nats"], "nats", crate::broker::NatsBroker::from_addresses),
+        kind!(
+            Broker: &["nats-jetstream", "jetstream"],
+            "nats",
+            crate::broker::NatsBroker::jetstream_from_addresses
+        ),
+        kind!(Broker: &["rabbitmq"], "rabbitmq", crate::broker::RabbitMqBroker::from_addresses),
+    ]
+}
+
+/// The backend of `kinds` that `kind` (the value of `variable`) names, made from
+/// `addresses` (the value of `address_variable`); `what` is `registry` or `broker`.
+fn pick<T: ?Sized>(
+    kinds: &[Kind<T>],
+    (variable, kind): (&str, &str),
+    (address_variable, addresses): (&str, &str),
+    what: &str,
+) -> Result<Arc<T>, ConfigError> {
+    let name = kind.trim().to_ascii_lowercase();
+    let Some(found) = kinds.iter().find(|k| k.names.contains(&name.as_str())) else {
+        let known: Vec<&str> = kinds.iter().map(|k| k.names[0]).collect();
+        return Err(ConfigError::new(
+            variable,
             kind,
-            "unknown registry; expected memory, etcd, mdns, consul or dns",
+            format!("unknown {what}; expected one of {}", known.join(", ")),
+        ));
+    };
+    match (found.build, found.feature) {
+        (Some(build), _) => {
+            build(addresses).map_err(|why| ConfigError::new(address_variable, addresses, why))
+        }
+        (None, feature) => Err(ConfigError::new(
+            variable,
+            kind,
+            format!(
+                "this build has no {name} {what} (enable micro-otel's `{}` feature)",
+                feature.unwrap_or_default()
+            ),
         )),
     }
 }
 
-/// The non-empty entries of a comma-separated list.
-#[cfg_attr(
-    not(any(
-        feature = "etcd",
-        feature = "consul",
-        feature = "mdns",
-        feature = "rabbitmq"
-    )),
-    allow(dead_code)
-)]
-fn list(addresses: &str) -> Vec<&str> {
-    addresses
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect()
-}
-
-/// The error for a registry kind this build lacks.
-#[cfg_attr(
-    all(
-        feature = "etcd",
-        feature = "dns",
-        feature = "consul",
-        feature = "mdns"
-    ),
-    allow(dead_code)
-)]
-fn not_built(kind: &str) -> ConfigError {
-    ConfigError::new(
-        MICRO_REGISTRY,
-        kind,
-        format!("this build has no {kind} registry (enable micro-otel's `{kind}` feature)"),
+/// The registry `kind` at `addresses` (comma separated; the backend's default when empty).
+/// `memory` is the process-wide in-memory registry.
+pub fn registry(kind: &str, addresses: &str) -> Result<Arc<dyn Registry>, ConfigError> {
+    pick(
+        &registries(),
+        (MICRO_REGISTRY, kind),
+        (MICRO_REGISTRY_ADDRESS, addresses),
+        "registry",
     )
 }
 
 /// The broker `kind` at `addresses` (comma separated; the backend's default when empty).
 /// `memory` is the process-wide in-memory broker.
 pub fn broker(kind: &str, addresses: &str) -> Result<Arc<dyn Broker>, ConfigError> {
-    #[cfg(not(any(feature = "rabbitmq", feature = "nats")))]
-    let _ = addresses; // Only the backends behind features read it.
-    match kind.trim().to_ascii_lowercase().as_str() {
-        "memory" | "" => Ok(Arc::new(MemoryBroker::global())),
-        // Core NATS (at most once), comma-separated `nats://host:port`, connected on first use.
-        #[cfg(feature = "nats")]
-        "nats" => Ok(Arc::new(crate::broker::NatsBroker::lazy(addresses))),
-        // JetStream (at least once) with the default stream `MICRO` over `micro.>` topics.
-        #[cfg(feature = "nats")]
-        "nats-jetstream" | "jetstream" => Ok(Arc::new(
-            crate::broker::NatsBroker::lazy(addresses)
-                .jetstream(crate::broker::JetStreamConfig::default()),
-        )),
-        #[cfg(not(feature = "nats"))]
-        "nats" | "nats-jetstream" | "jetstream" => Err(not_built_broker("nats")),
-        #[cfg(feature = "rabbitmq")]
-        "rabbitmq" => {
-            // One server: the first address (an amqp:// URI), else go-micro's default.
-            let uri = list(addresses)
-                .first()
-                .copied()
-                .unwrap_or("amqp://guest:guest@127.0.0.1:5672/%2f");
-            Ok(Arc::new(crate::broker::RabbitMqBroker::lazy(uri)))
-        }
-        #[cfg(not(feature = "rabbitmq"))]
-        "rabbitmq" => Err(not_built_broker(kind)),
-        _ => Err(ConfigError::new(
-            MICRO_BROKER,
-            kind,
-            "unknown broker; expected memory, nats, nats-jetstream or rabbitmq",
-        )),
-    }
-}
-
-/// The error for a broker kind this build lacks.
-#[cfg_attr(all(feature = "nats", feature = "rabbitmq"), allow(dead_code))]
-fn not_built_broker(kind: &str) -> ConfigError {
-    ConfigError::new(
-        MICRO_BROKER,
-        kind,
-        format!("this build has no {kind} broker (enable micro-otel's `{kind}` feature)"),
+    pick(
+        &brokers(),
+        (MICRO_BROKER, kind),
+        (MICRO_BROKER_ADDRESS, addresses),
+        "broker",
     )
 }
 

@@ -233,3 +233,45 @@ async fn three_servers_and_a_client_spread_calls_through_etcd() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{stdout}");
 }
+
+#[cfg_attr(
+    not(have_nats_server),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn with_micro_broker_nats_the_server_publishes_its_events_to_nats() {
+    use futures_util::StreamExt;
+    let nats = micro_otel_tests::nats::Nats::start().await;
+    let mut created = nats
+        .client()
+        .await
+        .subscribe("user.created")
+        .await
+        .expect("subscribed");
+    let url = nats.url();
+    let (mut server, address) = start_server(
+        &[],
+        &[("MICRO_BROKER", "nats"), ("MICRO_BROKER_ADDRESS", &url)],
+    );
+    let client = Command::new(BIN)
+        .args(["client", "--address", &address])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), created.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the subscription goes on");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let traceparent = event.headers.as_ref().and_then(|h| h.get("traceparent"));
+    assert!(
+        traceparent.is_some(),
+        "the event carries its trace: {event:?}"
+    );
+}

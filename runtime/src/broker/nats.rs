@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 use tonic::metadata::MetadataMap;
 
 use super::{Broker, BrokerError, Deliveries, Delivery, Message, Settle};
-use crate::call::BoxFuture;
+use crate::call::{BoxFuture, address_list};
 
 /// Where NATS listens unless told otherwise.
 const DEFAULT_SERVER: &str = "nats://127.0.0.1:4222";
@@ -227,17 +227,24 @@ impl NatsBroker {
         Ok(broker)
     }
 
+    /// The broker `MICRO_BROKER=nats` names: core NATS (at most once) on the servers of a
+    /// comma-separated `nats://host:port` list, connected on first use.
+    pub(crate) fn from_addresses(servers: &str) -> Result<Self, String> {
+        Ok(Self::lazy(servers))
+    }
+
+    /// The broker `MICRO_BROKER=nats-jetstream` names: JetStream (at least once) with the
+    /// default stream `MICRO` over `micro.>` topics.
+    pub(crate) fn jetstream_from_addresses(servers: &str) -> Result<Self, String> {
+        Ok(Self::lazy(servers).jetstream(JetStreamConfig::default()))
+    }
+
     /// Like [`connect`](Self::connect), for code that cannot wait (configuration read when
     /// a service is built): the first operation connects (and, in JetStream mode, makes the
     /// streams); until it can, operations fail with [`BrokerError::Unavailable`], as they do
     /// when `servers` does not parse.
     pub fn lazy(servers: impl AsRef<str>) -> Self {
-        let mut listed: Vec<&str> = servers
-            .as_ref()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut listed: Vec<&str> = address_list(servers.as_ref()).collect();
         if listed.is_empty() {
             listed.push(DEFAULT_SERVER);
         }

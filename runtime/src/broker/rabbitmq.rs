@@ -21,7 +21,7 @@ use tonic::metadata::{
 };
 
 use super::{Broker, BrokerError, Deliveries, Delivery, Message, Settle};
-use crate::call::BoxFuture;
+use crate::call::{BoxFuture, address_list};
 
 /// The exchange messages are published to unless told otherwise.
 const DEFAULT_EXCHANGE: &str = "micro";
@@ -184,6 +184,15 @@ impl RabbitMqBroker {
         let broker = Self::lazy(uri);
         broker.live().await?;
         Ok(broker)
+    }
+
+    /// The broker `MICRO_BROKER=rabbitmq` names: one server, the first address (an
+    /// `amqp://` URI), else go-micro's default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub(crate) fn from_addresses(addresses: &str) -> Result<Self, String> {
+        let uri = address_list(addresses)
+            .next()
+            .unwrap_or("amqp://guest:guest@127.0.0.1:5672/%2f");
+        Ok(Self::lazy(uri))
     }
 
     /// Like [`connect`](Self::connect), for code that cannot wait (configuration read when

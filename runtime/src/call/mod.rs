@@ -3,6 +3,7 @@
 //! in, [`Reply`] out), and the typed message streams of handlers and callers. Nothing here
 //! imports the rest of the crate.
 
+mod causes;
 mod codec;
 mod context;
 pub(crate) mod deadline;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 
+pub(crate) use causes::causes;
 pub(crate) use codec::{Decode, ErasedCodec, decode};
 pub(crate) use context::Deadline;
 pub use context::{Context, Messaging, MessagingKind, Operation, RoutingKey};
@@ -28,6 +30,8 @@ pub use node::Node;
 pub use span::ChildSpan;
 pub(crate) use span::SpanSource;
 pub use stream::{MessageStream, ResponseStream, stream_channel, stream_iter};
+#[allow(unused_imports)] // read only by the backends behind features
+pub(crate) use target::address_list;
 pub use target::{NetAddress, Target};
 
 /// A boxed, sendable future.

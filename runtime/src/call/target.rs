@@ -25,6 +25,23 @@ impl NetAddress {
     }
 }
 
+/// The entries of a comma-separated list of addresses (`MICRO_REGISTRY_ADDRESS`,
+/// `MICRO_BROKER_ADDRESS`, a NATS server list), trimmed, empty ones left out.
+#[cfg_attr(
+    not(any(
+        feature = "etcd",
+        feature = "dns",
+        feature = "consul",
+        feature = "mdns",
+        feature = "nats",
+        feature = "rabbitmq"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn address_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|a| !a.is_empty())
+}
+
 /// What a typed client calls: a service name looked up in the registry (`user.service`),
 /// or a direct address (`127.0.0.1:50051`, `http://host:port`) when it contains a `:`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 use tonic::{Code, Status};
 
+use crate::call::causes;
 use crate::discovery::Outcome;
 
 /// When and how a client retries a call on another node.
@@ -109,16 +110,11 @@ pub(crate) fn retryable(outcome: Outcome, status: &Status, idempotent: bool) -> 
 
 /// Whether the request surely never reached the node: the connection was refused.
 fn never_sent(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    causes(status).any(|error| {
+        error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
 
 /// gRPC's retry throttling: a shared pool of tokens that failures drain and successes

@@ -88,12 +88,12 @@ impl Terminal for Transport {
             Ok(prepared) => prepared,
             Err(status) => return failed(status),
         };
-        // One future per kind, boxed apart: each is only as large as its own tonic call.
+        // One future per kind of reply, boxed apart: each is only as large as its own tonic
+        // call.
         match (payload, send.server_streams) {
             (Payload::Message(m), false) => Box::pin(send.unary(m)),
             (Payload::Message(m), true) => Box::pin(send.server_streaming(m)),
-            (Payload::Stream(s), false) => Box::pin(send.client_streaming(s)),
-            (Payload::Stream(s), true) => Box::pin(send.streaming(s)),
+            (Payload::Stream(s), _) => Box::pin(send.streams(s)),
         }
     }
 }
@@ -165,7 +165,9 @@ impl Outgoing {
         })
     }
 
-    fn client_streaming(
+    /// A client-streaming or bidi call: one future for both, whose reply is one message or
+    /// a stream as the method says (streams are not the hot path that unary calls are).
+    fn streams(
         mut self,
         requests: AnyMessageStream,
     ) -> impl Future<Output = Result<Reply, Status>> {
@@ -173,25 +175,16 @@ impl Outgoing {
         let request = Self::request(self.metadata, requests);
         let send = bounded(self.deadline, async move {
             self.grpc.ready().await.map_err(Status::from_error)?;
-            let response = self
-                .grpc
-                .client_streaming(request, self.path, self.codec)
-                .await?;
-            Ok(reply(response, Payload::Message))
-        });
-        failure.after(send)
-    }
-
-    fn streaming(
-        mut self,
-        requests: AnyMessageStream,
-    ) -> impl Future<Output = Result<Reply, Status>> {
-        let (requests, failure) = RequestFailure::watch(requests);
-        let request = Self::request(self.metadata, requests);
-        let send = bounded(self.deadline, async move {
-            self.grpc.ready().await.map_err(Status::from_error)?;
-            let response = self.grpc.streaming(request, self.path, self.codec).await?;
-            Ok(reply(response, stream))
+            if self.server_streams {
+                let response = self.grpc.streaming(request, self.path, self.codec).await?;
+                Ok(reply(response, stream))
+            } else {
+                let response = self
+                    .grpc
+                    .client_streaming(request, self.path, self.codec)
+                    .await?;
+                Ok(reply(response, Payload::Message))
+            }
         });
         failure.after(send)
     }

@@ -143,10 +143,11 @@ async fn follow(
     on_removed: Option<OnRemoved>,
     retry_delay: Duration,
 ) {
-    let mut seen: Vec<Node> = Vec::new();
+    let mut seen: Option<Vec<Node>> = None;
     let mut failures = 0u32;
     loop {
         let mut changes = registry.watch(&service);
+        let mut started = false;
         let error = loop {
             match changes.next().await {
                 Some(Ok(change)) => {
@@ -154,15 +155,21 @@ async fn follow(
                         tracing::info!(%service, "registry reachable again");
                     }
                     failures = 0;
-                    // A re-watch starts from the whole set: diff it against what was known.
-                    let change = Change::between(&seen, change.nodes).unwrap_or_default();
+                    // A watch starts from the whole set: after a re-watch, what left is
+                    // what was known and is not in it. Later changes name what left.
+                    let removed = match (std::mem::replace(&mut started, true), &seen) {
+                        (false, Some(known)) => Change::between(known, change.nodes.clone())
+                            .map(|c| c.removed)
+                            .unwrap_or_default(),
+                        _ => change.removed,
+                    };
                     if let Some(on_removed) = &on_removed {
-                        change.removed.iter().for_each(|n| on_removed(n));
+                        removed.iter().for_each(|n| on_removed(n));
                     }
-                    if !change.added.is_empty() || !change.removed.is_empty() || seen.is_empty() {
-                        seen = change.nodes;
-                        let nodes: Nodes = seen.iter().cloned().map(Arc::new).collect();
+                    if seen.as_ref() != Some(&change.nodes) {
+                        let nodes: Nodes = change.nodes.iter().cloned().map(Arc::new).collect();
                         state.send_replace(State::Known(nodes));
+                        seen = Some(change.nodes);
                     }
                 }
                 Some(Err(e)) => break e,

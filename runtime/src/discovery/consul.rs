@@ -16,8 +16,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 
-use super::{Change, Node, Registry, RegistryError, Watch};
-use crate::call::BoxFuture;
+use super::backend::{Follow, Named, follow, whole_seconds};
+use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use crate::call::{address_list, causes};
 
 /// How long one ordinary request may take before the registry reports Consul unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,7 +84,7 @@ pub struct ConsulRegistry {
     /// `http://host:port`, or why the address given is not one.
     base: Result<Arc<str>, Arc<str>>,
     /// The address as given, for error messages.
-    named: Arc<str>,
+    named: Named,
     token: Option<Arc<str>>,
     datacenter: Option<Arc<str>>,
     wait: Duration,
@@ -171,6 +172,25 @@ impl ConsulRegistry {
     /// The address [`new`](Self::new) is usually given: a local agent on Consul's port.
     pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
 
+    /// The registry `MICRO_REGISTRY=consul` names: the one agent listed
+    /// ([`DEFAULT_ADDRESS`](Self::DEFAULT_ADDRESS) when none is), with the ACL token of
+    /// `CONSUL_HTTP_TOKEN`, as Consul's own CLI and Go client read it.
+    pub(crate) fn from_addresses(addresses: &str) -> Result<Self, String> {
+        let registry = match address_list(addresses).collect::<Vec<_>>().as_slice() {
+            [] => Self::new(Self::DEFAULT_ADDRESS),
+            [agent] => Self::new(agent),
+            _ => {
+                return Err(
+                    "consul talks to one agent (usually the local one): give one address".into(),
+                );
+            }
+        };
+        Ok(match std::env::var("CONSUL_HTTP_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => registry.with_token(token.trim()),
+            _ => registry,
+        })
+    }
+
     /// A registry in the Consul agent at `address` (`host:port` or `http://host:port`; port
     /// 8500 if none is given). Nothing is sent until the first operation, so the agent need
     /// not be up yet: until it is, operations fail with [`RegistryError::Unavailable`]. A
@@ -187,7 +207,7 @@ impl ConsulRegistry {
         Self {
             http,
             base: base_url(address).map(Into::into).map_err(Into::into),
-            named: address.trim().into(),
+            named: Named::new("consul", address.trim()),
             token: None,
             datacenter: None,
             wait: DEFAULT_WAIT,
@@ -236,10 +256,9 @@ impl ConsulRegistry {
     ) -> Result<Answer, Failure> {
         let failed = |status: Option<StatusCode>, why: String| Failure {
             status,
-            error: RegistryError::Unavailable(format!(
-                "consul at {}: {method} {path_and_query}: {why}",
-                self.named
-            )),
+            error: self
+                .named
+                .unavailable(format_args!("{method} {path_and_query}"), why),
         };
         let base = self
             .base
@@ -330,8 +349,8 @@ impl ConsulRegistry {
         ttl: Duration,
     ) -> Result<(), RegistryError> {
         let body = self.registration(service, node, ttl).map_err(|why| {
-            RegistryError::Unavailable(format!(
-                "consul at {}: register node {} of {service}: {why}",
+            RegistryError::Invalid(format!(
+                "{}: register node {} of {service}: {why}",
                 self.named, node.id
             ))
         })?;
@@ -403,9 +422,7 @@ impl ConsulRegistry {
             REQUEST_TIMEOUT
         };
         let answer = self.send(Method::GET, &query, String::new(), limit).await?;
-        let broken = |why: String| {
-            RegistryError::Unavailable(format!("consul at {}: GET {query}: {why}", self.named))
-        };
+        let broken = |why: String| self.named.unavailable(format_args!("GET {query}"), why);
         let index = answer
             .index
             .ok_or_else(|| broken("the answer has no X-Consul-Index header".into()))?;
@@ -516,13 +533,6 @@ fn encode_path_segment(value: &str) -> String {
     encoded
 }
 
-/// `ttl` in whole seconds, rounded up, at least 1.
-fn whole_seconds(ttl: Duration) -> u64 {
-    ttl.as_secs()
-        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
-        .max(1)
-}
-
 /// The whole of an answer's body, up to [`MAX_ANSWER`] bytes.
 async fn read_body(mut body: Incoming) -> Result<Bytes, String> {
     let mut read = Vec::new();
@@ -538,125 +548,70 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, String> {
     Ok(read.into())
 }
 
-/// An error and its sources, `: `-separated (hyper's own messages say little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+/// An error and its causes, `: `-separated (hyper's own messages say little).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    causes(error).fold(error.to_string(), |message, cause| {
+        format!("{message}: {cause}")
+    })
 }
 
-/// Where a watch is.
-enum Watching {
-    /// Not started.
-    Start,
-    /// Following blocking queries: the nodes last reported, the index to block on (0 to
-    /// read without blocking) and when the last query started.
-    Following {
-        nodes: Vec<Node>,
-        index: u64,
-        queried: Instant,
-    },
-    /// Failed: the stream ends.
-    Done,
+/// A watch of one service: blocking queries, each on the index of the last answer (0
+/// to read without blocking), at least [`QUERY_SPACING`] apart.
+struct Following {
+    registry: ConsulRegistry,
+    service: String,
+    index: u64,
+    queried: Instant,
 }
 
-impl ConsulRegistry {
-    /// The next step of a watch of `service`: what to yield and where the watch is then.
-    async fn watch_step(
-        &self,
-        service: &str,
-        state: Watching,
-    ) -> Option<(Result<Change, RegistryError>, Watching)> {
-        match state {
-            Watching::Start => {
-                let queried = Instant::now();
-                match self.nodes(service, 0).await {
-                    Ok((nodes, index)) => Some((
-                        Ok(Change {
-                            added: nodes.clone(),
-                            nodes: nodes.clone(),
-                            removed: Vec::new(),
-                        }),
-                        Watching::Following {
-                            nodes,
-                            index: index.max(1),
-                            queried,
-                        },
-                    )),
-                    Err(e) => Some((Err(e), Watching::Done)),
-                }
-            }
-            Watching::Following {
-                mut nodes,
-                mut index,
-                mut queried,
-            } => loop {
-                tokio::time::sleep_until((queried + QUERY_SPACING).into()).await;
-                queried = Instant::now();
-                let (now, answered) = match self.nodes(service, index).await {
-                    Ok(answer) => answer,
-                    Err(e) => return Some((Err(e), Watching::Done)),
-                };
-                // Consul's rules: an index that went backwards starts over from a plain
-                // read; otherwise block on it, and never on 0 (that would not block).
-                index = if answered < index {
-                    tracing::debug!(%service, index, answered, "the Consul index went backwards; reading afresh");
-                    0
-                } else {
-                    answered.max(1)
-                };
-                if let Some(change) = Change::between(&nodes, now) {
-                    nodes = change.nodes.clone();
-                    return Some((
-                        Ok(change),
-                        Watching::Following {
-                            nodes,
-                            index,
-                            queried,
-                        },
-                    ));
-                }
-            },
-            Watching::Done => None,
-        }
+impl Follow for Following {
+    async fn next(&mut self) -> Result<Vec<Node>, RegistryError> {
+        tokio::time::sleep_until((self.queried + QUERY_SPACING).into()).await;
+        self.queried = Instant::now();
+        let (nodes, answered) = self.registry.nodes(&self.service, self.index).await?;
+        // Consul's rules: an index that went backwards starts over from a plain read;
+        // otherwise block on it, and never on 0 (that would not block).
+        self.index = if answered < self.index {
+            tracing::debug!(service = %self.service, index = self.index, answered, "the Consul index went backwards; reading afresh");
+            0
+        } else {
+            answered.max(1)
+        };
+        Ok(nodes)
     }
 }
 
 impl Registry for ConsulRegistry {
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
-        let (this, service, node) = (self.clone(), service.to_owned(), node.clone());
-        Box::pin(async move { this.register_node(&service, &node, ttl).await })
+    ) -> RegistryFuture<'a, ()> {
+        Box::pin(self.register_node(service, node, ttl))
     }
 
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
-        let (this, service, node_id) = (self.clone(), service.to_owned(), node_id.to_owned());
-        Box::pin(async move { this.deregister_node(&service, &node_id).await })
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {
+        Box::pin(self.deregister_node(service, node_id))
     }
 
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(async move { Ok(this.nodes(&service, 0).await?.0) })
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
+        Box::pin(async move { Ok(self.nodes(service, 0).await?.0) })
     }
 
     fn watch(&self, service: &str) -> Watch {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(futures_util::stream::unfold(
-            Watching::Start,
-            move |state| {
-                let (this, service) = (this.clone(), service.clone());
-                async move { this.watch_step(&service, state).await }
-            },
-        ))
+        let (registry, service) = (self.clone(), service.to_owned());
+        follow(async move {
+            let queried = Instant::now();
+            let (nodes, index) = registry.nodes(&service, 0).await?;
+            let following = Following {
+                registry,
+                service,
+                index: index.max(1),
+                queried,
+            };
+            Ok((following, nodes))
+        })
     }
 }
 
@@ -729,14 +684,6 @@ mod tests {
         );
         assert_eq!(encode_path_segment("a/b?c d%"), "a%2Fb%3Fc%20d%25");
         assert_eq!(encode_path_segment("é"), "%C3%A9");
-    }
-
-    #[test]
-    fn ttls_round_up_to_whole_seconds_of_at_least_one() {
-        assert_eq!(whole_seconds(Duration::ZERO), 1);
-        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
-        assert_eq!(whole_seconds(Duration::from_secs(90)), 90);
-        assert_eq!(whole_seconds(Duration::MAX), u64::MAX);
     }
 
     #[test]

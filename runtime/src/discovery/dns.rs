@@ -14,8 +14,9 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData};
 use tokio::sync::OnceCell;
 
-use super::{Change, Node, Registry, RegistryError, WEIGHT, Watch};
-use crate::call::BoxFuture;
+use super::backend::{Follow, Named, follow};
+use super::{Node, Registry, RegistryError, RegistryFuture, WEIGHT, Watch};
+use crate::call::address_list;
 
 /// How long one resolution may take unless [`timeout`](DnsRegistry::timeout) says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,10 +104,10 @@ enum Records {
     Srv,
 }
 
-/// A resolver and the name servers it asks, for error messages.
+/// A resolver, and the name servers it asks as errors name them.
 struct Resolver {
     resolver: TokioResolver,
-    servers: String,
+    named: Named,
 }
 
 /// The nodes of a name, and how long the answer holds.
@@ -151,15 +152,26 @@ impl DnsRegistry {
     /// `MICRO_REGISTRY_ADDRESS`. Fails naming the first entry that is not one; empty
     /// entries are skipped.
     pub fn name_servers(mut self, list: &str) -> Result<Self, RegistryError> {
-        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in address_list(list) {
             let server = parse_name_server(entry).ok_or_else(|| {
-                RegistryError::Unavailable(format!(
+                RegistryError::Invalid(format!(
                     "DNS name server {entry:?}: not an IP address with an optional port"
                 ))
             })?;
             self.servers.push(server);
         }
         Ok(self.changed())
+    }
+
+    /// The registry `MICRO_REGISTRY=dns` names: SRV records (each names its node's port:
+    /// from the environment alone, A records would need a port nothing gives), from the
+    /// name servers of a comma-separated list (`ip[:port]`, port 53 by default), or the
+    /// system's when it is empty.
+    pub(crate) fn from_addresses(addresses: &str) -> Result<Self, String> {
+        Self::srv().name_servers(addresses).map_err(|e| match e {
+            RegistryError::Invalid(why) => why,
+            other => other.to_string(),
+        })
     }
 
     /// Resolves `{service}.{suffix}` for a service (e.g. suffix
@@ -249,16 +261,16 @@ impl DnsRegistry {
             .map(|server| server.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let servers = if self.servers.is_empty() {
-            format!("DNS at {servers} (system configuration)")
+        let named = if self.servers.is_empty() {
+            Named::new("DNS", format!("{servers} (system configuration)"))
         } else {
-            format!("DNS at {servers}")
+            Named::new("DNS", servers)
         };
         let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(options)
             .build()
-            .map_err(|e| RegistryError::Unavailable(format!("{servers}: resolver: {e}")))?;
-        Ok(Resolver { resolver, servers })
+            .map_err(|e| named.unavailable("resolver", e))?;
+        Ok(Resolver { resolver, named })
     }
 
     /// The nodes of `service` now, within the time limit.
@@ -275,20 +287,9 @@ impl DnsRegistry {
                 Records::Srv => srv(&dns.resolver, &name).await,
             }
         };
-        match tokio::time::timeout(self.timeout, resolving).await {
-            Ok(Ok(mut resolved)) => {
-                resolved.nodes.sort_by(|a, b| a.id.cmp(&b.id));
-                Ok(resolved)
-            }
-            Ok(Err(e)) => Err(RegistryError::Unavailable(format!(
-                "{}: {what}: {e}",
-                dns.servers
-            ))),
-            Err(_) => Err(RegistryError::Unavailable(format!(
-                "{}: {what}: no answer within {:?}",
-                dns.servers, self.timeout
-            ))),
-        }
+        let mut resolved = dns.named.within(what, self.timeout, resolving).await?;
+        resolved.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(resolved)
     }
 }
 
@@ -405,17 +406,20 @@ async fn srv(resolver: &TokioResolver, name: &str) -> Result<Resolved, String> {
     })
 }
 
-/// Where a watch is.
-enum Watching {
-    /// Not started.
-    Start,
-    /// `nodes` as last reported; the next resolution is due `next`.
-    Following {
-        nodes: Vec<Node>,
-        next: tokio::time::Instant,
-    },
-    /// Failed: the stream ends.
-    Done,
+/// A watch of one service: it resolves again when the last answer expires.
+struct Following {
+    registry: DnsRegistry,
+    service: String,
+    next: tokio::time::Instant,
+}
+
+impl Follow for Following {
+    async fn next(&mut self) -> Result<Vec<Node>, RegistryError> {
+        tokio::time::sleep_until(self.next).await;
+        let resolved = self.registry.resolve(&self.service).await?;
+        self.next = self.registry.next_resolution(resolved.valid_for);
+        Ok(resolved.nodes)
+    }
 }
 
 impl DnsRegistry {
@@ -427,65 +431,38 @@ impl DnsRegistry {
 
 impl Registry for DnsRegistry {
     /// Succeeds without doing anything: the platform publishes the DNS records.
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         _ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
+    ) -> RegistryFuture<'a, ()> {
         tracing::debug!(%service, node = %node.id, "DNS registry: nothing to register, the platform publishes the records");
         Box::pin(std::future::ready(Ok(())))
     }
 
     /// Succeeds without doing anything: the platform withdraws the DNS records.
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {
         tracing::debug!(%service, node = %node_id, "DNS registry: nothing to deregister, the platform withdraws the records");
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(async move { Ok(this.resolve(&service).await?.nodes) })
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
+        Box::pin(async move { Ok(self.resolve(service).await?.nodes) })
     }
 
     fn watch(&self, service: &str) -> Watch {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(futures_util::stream::unfold(
-            Watching::Start,
-            move |state| {
-                let (this, service) = (this.clone(), service.clone());
-                async move {
-                    match state {
-                        Watching::Start => match this.resolve(&service).await {
-                            Ok(resolved) => {
-                                let next = this.next_resolution(resolved.valid_for);
-                                let first = Change {
-                                    added: resolved.nodes.clone(),
-                                    nodes: resolved.nodes.clone(),
-                                    removed: Vec::new(),
-                                };
-                                let nodes = resolved.nodes;
-                                Some((Ok(first), Watching::Following { nodes, next }))
-                            }
-                            Err(e) => Some((Err(e), Watching::Done)),
-                        },
-                        Watching::Following { nodes, mut next } => loop {
-                            tokio::time::sleep_until(next).await;
-                            let resolved = match this.resolve(&service).await {
-                                Ok(resolved) => resolved,
-                                Err(e) => return Some((Err(e), Watching::Done)),
-                            };
-                            next = this.next_resolution(resolved.valid_for);
-                            if let Some(change) = Change::between(&nodes, resolved.nodes) {
-                                let nodes = change.nodes.clone();
-                                return Some((Ok(change), Watching::Following { nodes, next }));
-                            }
-                        },
-                        Watching::Done => None,
-                    }
-                }
-            },
-        ))
+        let (registry, service) = (self.clone(), service.to_owned());
+        follow(async move {
+            let resolved = registry.resolve(&service).await?;
+            let next = registry.next_resolution(resolved.valid_for);
+            let following = Following {
+                registry,
+                service,
+                next,
+            };
+            Ok((following, resolved.nodes))
+        })
     }
 }
 
@@ -524,10 +501,13 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         assert_eq!(registry.servers, expected);
-        let RegistryError::Unavailable(why) = DnsRegistry::srv()
+        let refused = DnsRegistry::srv()
             .name_servers("127.0.0.1,dns.example.com:53")
             .unwrap_err();
-        assert!(why.contains("\"dns.example.com:53\""), "{why}");
+        assert!(
+            matches!(&refused, RegistryError::Invalid(why) if why.contains("\"dns.example.com:53\"")),
+            "{refused}"
+        );
     }
 
     #[tokio::test]

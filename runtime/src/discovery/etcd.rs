@@ -13,8 +13,9 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::{Change, Node, Registry, RegistryError, Watch};
-use crate::call::BoxFuture;
+use super::backend::{Follow, Named, follow, whole_seconds};
+use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use crate::call::address_list;
 
 /// go-micro's key prefix.
 const DEFAULT_PREFIX: &str = "/micro/registry/";
@@ -44,7 +45,7 @@ pub struct EtcdRegistry {
     client: Arc<OnceCell<Client>>,
     endpoints: Arc<[String]>,
     /// The endpoints, for error messages.
-    named: Arc<str>,
+    named: Named,
     prefix: Arc<str>,
     /// The lease of each node this registry registered, by (service, node id).
     /// Held across a whole register or deregister, so two registrations of one node
@@ -94,11 +95,21 @@ impl EtcdRegistry {
             .collect();
         Self {
             client: Arc::default(),
-            named: endpoints.join(",").into(),
+            named: Named::new("etcd", endpoints.join(",")),
             endpoints,
             prefix: DEFAULT_PREFIX.into(),
             leases: Arc::default(),
         }
+    }
+
+    /// The registry `MICRO_REGISTRY=etcd` names: the endpoints of a comma-separated list,
+    /// `http://127.0.0.1:2379` when empty.
+    pub(crate) fn from_addresses(addresses: &str) -> Result<Self, String> {
+        let mut endpoints: Vec<&str> = address_list(addresses).collect();
+        if endpoints.is_empty() {
+            endpoints.push("http://127.0.0.1:2379");
+        }
+        Ok(Self::lazy(&endpoints))
     }
 
     /// The etcd client, made on first use.
@@ -109,20 +120,16 @@ impl EtcdRegistry {
                 // Detects a watch whose connection died silently.
                 .with_keep_alive(Duration::from_secs(10), REQUEST_TIMEOUT)
                 .with_keep_alive_while_idle(true);
-            Client::connect(&*self.endpoints, Some(options))
-                .await
-                .map_err(|e| {
-                    RegistryError::Unavailable(format!("etcd at {}: connect: {e}", self.named))
-                })
+            Client::connect(&*self.endpoints, Some(options)).await
         };
-        let client = tokio::time::timeout(REQUEST_TIMEOUT, self.client.get_or_try_init(|| make))
-            .await
-            .map_err(|_| {
-                RegistryError::Unavailable(format!(
-                    "etcd at {}: connect: no answer within {REQUEST_TIMEOUT:?}",
-                    self.named
-                ))
-            })??;
+        let client = self
+            .named
+            .within(
+                "connect",
+                REQUEST_TIMEOUT,
+                self.client.get_or_try_init(|| make),
+            )
+            .await?;
         Ok(client.clone())
     }
 
@@ -155,17 +162,7 @@ impl EtcdRegistry {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let client = self.client().await?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, call(client)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(RegistryError::Unavailable(format!(
-                "etcd at {}: {what}: {e}",
-                self.named
-            ))),
-            Err(_) => Err(RegistryError::Unavailable(format!(
-                "etcd at {}: {what}: no answer within {REQUEST_TIMEOUT:?}",
-                self.named
-            ))),
-        }
+        self.named.within(what, REQUEST_TIMEOUT, call(client)).await
     }
 
     async fn register_node(
@@ -181,7 +178,7 @@ impl EtcdRegistry {
             metadata: node.metadata.clone(),
         })
         .map_err(|e| RegistryError::Unavailable(format!("encoding node {}: {e}", node.id)))?;
-        let ttl = whole_seconds(ttl);
+        let ttl = i64::try_from(whole_seconds(ttl)).unwrap_or(i64::MAX);
         let slot = (service.to_owned(), node.id.clone());
         let mut leases = self.leases.lock().await;
 
@@ -309,20 +306,9 @@ impl EtcdRegistry {
 
     /// The error that ends a watch of `service`.
     fn watch_broke(&self, service: &str, why: impl std::fmt::Display) -> RegistryError {
-        RegistryError::Unavailable(format!(
-            "etcd at {}: watch {}*: {why}",
-            self.named,
-            self.service_prefix(service)
-        ))
+        let operation = format!("watch {}*", self.service_prefix(service));
+        self.named.unavailable(operation, why)
     }
-}
-
-/// `ttl` in whole seconds, rounded up, at least 1.
-fn whole_seconds(ttl: Duration) -> i64 {
-    let seconds = ttl
-        .as_secs()
-        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
-    i64::try_from(seconds).unwrap_or(i64::MAX).max(1)
 }
 
 /// The node stored in `kv`, or `None` (with a warning) if its value is not one.
@@ -340,118 +326,75 @@ fn decode(kv: &KeyValue) -> Option<Node> {
     }
 }
 
-/// Where a watch is.
-enum Watching {
-    /// Not started.
-    Start,
-    /// Following etcd's events; `nodes` as last reported, by key.
-    Following {
-        stream: Box<WatchStream>,
-        nodes: BTreeMap<Vec<u8>, Node>,
-    },
-    /// Failed: the stream ends.
-    Done,
+/// A watch of one service: etcd's event stream, and the nodes it has reported, by key.
+struct Following {
+    registry: EtcdRegistry,
+    service: String,
+    stream: WatchStream,
+    nodes: BTreeMap<Vec<u8>, Node>,
+}
+
+impl Follow for Following {
+    async fn next(&mut self) -> Result<Vec<Node>, RegistryError> {
+        let broke = |why: String| self.registry.watch_broke(&self.service, why);
+        let answer = match self.stream.message().await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return Err(broke("the stream ended".into())),
+            Err(e) => return Err(broke(e.to_string())),
+        };
+        if answer.canceled() {
+            return Err(broke(format!(
+                "cancelled by etcd ({}; compacted at revision {})",
+                answer.cancel_reason(),
+                answer.compact_revision()
+            )));
+        }
+        for event in answer.events() {
+            let Some(kv) = event.kv() else { continue };
+            let node = match event.event_type() {
+                EventType::Put => decode(kv),
+                EventType::Delete => None,
+            };
+            match node {
+                Some(node) => self.nodes.insert(kv.key().to_vec(), node),
+                None => self.nodes.remove(kv.key()),
+            };
+        }
+        Ok(self.nodes.values().cloned().collect())
+    }
 }
 
 impl Registry for EtcdRegistry {
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
-        let (this, service, node) = (self.clone(), service.to_owned(), node.clone());
-        Box::pin(async move { this.register_node(&service, &node, ttl).await })
+    ) -> RegistryFuture<'a, ()> {
+        Box::pin(self.register_node(service, node, ttl))
     }
 
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
-        let (this, service, node_id) = (self.clone(), service.to_owned(), node_id.to_owned());
-        Box::pin(async move { this.deregister_node(&service, &node_id).await })
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {
+        Box::pin(self.deregister_node(service, node_id))
     }
 
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(async move { Ok(this.nodes(&service).await?.0.into_values().collect()) })
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
+        Box::pin(async move { Ok(self.nodes(service).await?.0.into_values().collect()) })
     }
 
     fn watch(&self, service: &str) -> Watch {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(futures_util::stream::unfold(
-            Watching::Start,
-            move |state| {
-                let (this, service) = (this.clone(), service.clone());
-                async move {
-                    match state {
-                        Watching::Start => match this.start_watch(&service).await {
-                            Ok((nodes, stream)) => {
-                                let all: Vec<Node> = nodes.values().cloned().collect();
-                                let first = Change {
-                                    added: all.clone(),
-                                    nodes: all,
-                                    removed: Vec::new(),
-                                };
-                                Some((
-                                    Ok(first),
-                                    Watching::Following {
-                                        stream: Box::new(stream),
-                                        nodes,
-                                    },
-                                ))
-                            }
-                            Err(e) => Some((Err(e), Watching::Done)),
-                        },
-                        Watching::Following {
-                            mut stream,
-                            mut nodes,
-                        } => loop {
-                            let answer = match stream.message().await {
-                                Ok(Some(answer)) => answer,
-                                Ok(None) => {
-                                    return Some((
-                                        Err(this.watch_broke(&service, "the stream ended")),
-                                        Watching::Done,
-                                    ));
-                                }
-                                Err(e) => {
-                                    return Some((
-                                        Err(this.watch_broke(&service, e)),
-                                        Watching::Done,
-                                    ));
-                                }
-                            };
-                            if answer.canceled() {
-                                let why = format!(
-                                    "cancelled by etcd ({}; compacted at revision {})",
-                                    answer.cancel_reason(),
-                                    answer.compact_revision()
-                                );
-                                return Some((
-                                    Err(this.watch_broke(&service, why)),
-                                    Watching::Done,
-                                ));
-                            }
-                            let before: Vec<Node> = nodes.values().cloned().collect();
-                            for event in answer.events() {
-                                let Some(kv) = event.kv() else { continue };
-                                let node = match event.event_type() {
-                                    EventType::Put => decode(kv),
-                                    EventType::Delete => None,
-                                };
-                                match node {
-                                    Some(node) => nodes.insert(kv.key().to_vec(), node),
-                                    None => nodes.remove(kv.key()),
-                                };
-                            }
-                            let after = nodes.values().cloned().collect();
-                            if let Some(change) = Change::between(&before, after) {
-                                return Some((Ok(change), Watching::Following { stream, nodes }));
-                            }
-                        },
-                        Watching::Done => None,
-                    }
-                }
-            },
-        ))
+        let (registry, service) = (self.clone(), service.to_owned());
+        follow(async move {
+            let (nodes, stream) = registry.start_watch(&service).await?;
+            let first = nodes.values().cloned().collect();
+            let following = Following {
+                registry,
+                service,
+                stream,
+                nodes,
+            };
+            Ok((following, first))
+        })
     }
 }
 
@@ -461,19 +404,5 @@ impl std::fmt::Debug for EtcdRegistry {
             .field("endpoints", &self.named)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttls_round_up_to_whole_seconds_of_at_least_one() {
-        assert_eq!(whole_seconds(Duration::ZERO), 1);
-        assert_eq!(whole_seconds(Duration::from_millis(300)), 1);
-        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
-        assert_eq!(whole_seconds(Duration::from_secs(90)), 90);
-        assert_eq!(whole_seconds(Duration::MAX), i64::MAX);
     }
 }

@@ -10,8 +10,9 @@ use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo}
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Change, Node, Registry, RegistryError, Watch};
-use crate::call::BoxFuture;
+use super::backend::{Follow, Named, follow};
+use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use crate::call::address_list;
 
 /// The TXT key of the micro-otel service name.
 const SERVICE_KEY: &str = "micro.service";
@@ -127,7 +128,7 @@ struct Inner {
     /// The interfaces asked for; `None` for all.
     interfaces: Option<Vec<String>>,
     /// The interfaces, for error messages.
-    named: String,
+    named: Named,
     /// Started by the first operation.
     daemon: Mutex<Option<ServiceDaemon>>,
     /// The nodes this registry announced, by node id.
@@ -167,6 +168,13 @@ impl MdnsRegistry {
         Self::with_interfaces(None)
     }
 
+    /// The registry `MICRO_REGISTRY=mdns` names: no server; the addresses list the network
+    /// interfaces to run on, by name or address (`eth0,192.168.1.10`), every interface
+    /// when empty.
+    pub(crate) fn from_addresses(interfaces: &str) -> Result<Self, String> {
+        Ok(Self::on_interfaces(address_list(interfaces)))
+    }
+
     /// A registry on the network interfaces named (`eth0`), or having an address given
     /// (`192.168.1.10`); an empty list means every interface, like [`new`](Self::new).
     /// A name that matches no interface matches nothing (until such an interface
@@ -182,8 +190,8 @@ impl MdnsRegistry {
 
     fn with_interfaces(interfaces: Option<Vec<String>>) -> Self {
         let named = match &interfaces {
-            Some(names) => format!("interfaces {}", names.join(",")),
-            None => "every interface".to_owned(),
+            Some(names) => Named::on("mDNS", format_args!("interfaces {}", names.join(","))),
+            None => Named::on("mDNS", "every interface"),
         };
         Self {
             inner: Arc::new(Inner {
@@ -208,7 +216,7 @@ impl MdnsRegistry {
 
     /// An error naming the interfaces and `operation`.
     fn error(&self, operation: &str, why: impl std::fmt::Display) -> RegistryError {
-        RegistryError::Unavailable(format!("mDNS on {}: {operation}: {why}", self.inner.named))
+        self.inner.named.unavailable(operation, why)
     }
 
     /// The daemon, started on first use.
@@ -241,7 +249,7 @@ impl MdnsRegistry {
 
     fn register_node(&self, service: &str, node: &Node) -> Result<(), RegistryError> {
         let refuse = |why: String| {
-            RegistryError::Unavailable(format!(
+            RegistryError::Invalid(format!(
                 "mDNS: cannot announce node {:?} of {service:?}: {why}",
                 node.id
             ))
@@ -563,93 +571,56 @@ fn decode(resolved: &ResolvedService) -> Option<(String, Node)> {
     ))
 }
 
-/// Where a watch is.
-enum Watching {
-    /// Not started.
-    Start,
-    /// Following the browse; `seen` as last reported.
-    Following {
-        state: watch::Receiver<Browsed>,
-        seen: Vec<Node>,
-    },
-    /// Failed: the stream ends.
-    Done,
+/// A watch of one service: the shared browse's state, read again each time it changes.
+struct Following {
+    registry: MdnsRegistry,
+    service: String,
+    state: watch::Receiver<Browsed>,
+}
+
+impl Follow for Following {
+    async fn next(&mut self) -> Result<Vec<Node>, RegistryError> {
+        if self.state.changed().await.is_err() {
+            let operation = format!("browse {}", MdnsRegistry::service_type(&self.service));
+            return Err(self.registry.error(&operation, "the browse is gone"));
+        }
+        self.registry
+            .nodes(&self.state.borrow_and_update(), &self.service)
+    }
 }
 
 impl Registry for MdnsRegistry {
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         _ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
+    ) -> RegistryFuture<'a, ()> {
         Box::pin(std::future::ready(self.register_node(service, node)))
     }
 
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
-        let (this, service, node_id) = (self.clone(), service.to_owned(), node_id.to_owned());
-        Box::pin(async move { this.deregister_node(&service, &node_id).await })
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {
+        Box::pin(self.deregister_node(service, node_id))
     }
 
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(async move { this.lookup_nodes(&service).await })
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
+        Box::pin(self.lookup_nodes(service))
     }
 
     fn watch(&self, service: &str) -> Watch {
-        let (this, service) = (self.clone(), service.to_owned());
-        Box::pin(futures_util::stream::unfold(
-            Watching::Start,
-            move |watching| {
-                let (this, service) = (this.clone(), service.clone());
-                async move {
-                    match watching {
-                        Watching::Start => {
-                            let browse = match this.browse(&service) {
-                                Ok(browse) => browse,
-                                Err(e) => return Some((Err(e), Watching::Done)),
-                            };
-                            let mut state = browse.state.subscribe();
-                            tokio::time::sleep_until(browse.started + this.window).await;
-                            let nodes = this.nodes(&state.borrow_and_update(), &service);
-                            match nodes {
-                                Ok(nodes) => {
-                                    let first = Change {
-                                        added: nodes.clone(),
-                                        nodes: nodes.clone(),
-                                        removed: Vec::new(),
-                                    };
-                                    let seen = nodes;
-                                    Some((Ok(first), Watching::Following { state, seen }))
-                                }
-                                Err(e) => Some((Err(e), Watching::Done)),
-                            }
-                        }
-                        Watching::Following { mut state, seen } => loop {
-                            if state.changed().await.is_err() {
-                                let operation = format!("browse {}", Self::service_type(&service));
-                                let why = this.error(&operation, "the browse is gone");
-                                return Some((Err(why), Watching::Done));
-                            }
-                            let nodes = this.nodes(&state.borrow_and_update(), &service);
-                            match nodes {
-                                Ok(nodes) => {
-                                    if let Some(change) = Change::between(&seen, nodes) {
-                                        let seen = change.nodes.clone();
-                                        return Some((
-                                            Ok(change),
-                                            Watching::Following { state, seen },
-                                        ));
-                                    }
-                                }
-                                Err(e) => return Some((Err(e), Watching::Done)),
-                            }
-                        },
-                        Watching::Done => None,
-                    }
-                }
-            },
-        ))
+        let (registry, service) = (self.clone(), service.to_owned());
+        follow(async move {
+            let browse = registry.browse(&service)?;
+            let mut state = browse.state.subscribe();
+            tokio::time::sleep_until(browse.started + registry.window).await;
+            let nodes = registry.nodes(&state.borrow_and_update(), &service)?;
+            let following = Following {
+                registry,
+                service,
+                state,
+            };
+            Ok((following, nodes))
+        })
     }
 }
 

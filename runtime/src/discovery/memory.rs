@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Change, Node, Registry, RegistryError, Watch};
-use crate::call::BoxFuture;
+use super::backend::{Follow, follow};
+use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
 
 /// A registry held in memory; nodes expire when their TTL passes without a refresh.
 #[derive(Debug, Clone, Default)]
@@ -66,12 +66,12 @@ impl MemoryRegistry {
 }
 
 impl Registry for MemoryRegistry {
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
+    ) -> RegistryFuture<'a, ()> {
         let expires = Instant::now() + ttl;
         self.update(service, |nodes| {
             match nodes.iter_mut().find(|(n, _)| n.id == node.id) {
@@ -82,52 +82,53 @@ impl Registry for MemoryRegistry {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {
         self.update(service, |nodes| nodes.retain(|(n, _)| n.id != node_id));
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
         Box::pin(std::future::ready(Ok(self.snapshot(service).0)))
     }
 
     fn watch(&self, service: &str) -> Watch {
-        let registry = self.clone();
-        let service = service.to_owned();
-        let first = true;
-        let seen: Vec<Node> = Vec::new();
-        Box::pin(futures_util::stream::unfold(
-            (registry, service, seen, first),
-            |(registry, service, mut seen, mut first)| async move {
-                loop {
-                    let (nodes, next_expiry, mut changed) = registry.snapshot(&service);
-                    let change = if first {
-                        first = false;
-                        Some(Change {
-                            added: nodes.clone(),
-                            nodes,
-                            removed: Vec::new(),
-                        })
-                    } else {
-                        Change::between(&seen, nodes)
-                    };
-                    if let Some(change) = change {
-                        seen = change.nodes.clone();
-                        return Some((Ok(change), (registry, service, seen, first)));
-                    }
-                    let expiry = async {
-                        match next_expiry {
-                            Some(at) => tokio::time::sleep_until(at.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = changed.changed() => {}
-                        _ = expiry => {}
-                    }
-                }
-            },
-        ))
+        let (registry, service) = (self.clone(), service.to_owned());
+        follow(async move {
+            let (nodes, next_expiry, changed) = registry.snapshot(&service);
+            let following = Following {
+                registry,
+                service,
+                next_expiry,
+                changed,
+            };
+            Ok((following, nodes))
+        })
+    }
+}
+
+/// A watch of one service: woken by a change or by the next expiry.
+struct Following {
+    registry: MemoryRegistry,
+    service: String,
+    next_expiry: Option<Instant>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Follow for Following {
+    async fn next(&mut self) -> Result<Vec<Node>, RegistryError> {
+        let expiry = async {
+            match self.next_expiry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.changed.changed() => {}
+            _ = expiry => {}
+        }
+        let (nodes, next_expiry, changed) = self.registry.snapshot(&self.service);
+        (self.next_expiry, self.changed) = (next_expiry, changed);
+        Ok(nodes)
     }
 }
 

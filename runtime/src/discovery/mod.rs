@@ -2,6 +2,7 @@
 //! current by a cache that follows its watch) and which one a call goes to
 //! ([`Selector`]).
 
+mod backend;
 mod cache;
 #[cfg(feature = "consul")]
 mod consul;
@@ -16,6 +17,7 @@ mod memory;
 mod selector;
 mod strategy;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -36,15 +38,24 @@ pub use memory::MemoryRegistry;
 pub use selector::{FnSelector, Outcome, Selector, selector_fn};
 pub use strategy::{ConsistentHash, LeastRequests, Random, RoundRobin, WEIGHT, Weighted};
 
-use crate::call::BoxFuture;
-
 /// Why a registry operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
-    /// The registry backend could not be reached or answered with an error.
+    /// The registry backend could not be reached, did not answer in time, or answered with
+    /// an error: worth trying again later.
     #[error("registry unavailable: {0}")]
     Unavailable(String),
+    /// What was given cannot be used as it is (an address that does not parse, a node the
+    /// backend cannot carry): trying again will not help.
+    #[error("invalid for the registry: {0}")]
+    Invalid(String),
 }
+
+/// What a registry operation returns: a future that may borrow the registry and the
+/// arguments.
+pub type RegistryFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, RegistryError>> + Send + 'a>>;
 
 /// A stream of a service's changes, starting with its nodes at the time of the call.
 pub type Watch = Pin<Box<dyn Stream<Item = Result<Change, RegistryError>> + Send + 'static>>;
@@ -89,18 +100,18 @@ impl Change {
 pub trait Registry: Send + Sync + 'static {
     /// Registers (or refreshes) `node` under `service`; it expires after `ttl` unless
     /// registered again.
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>>;
+    ) -> RegistryFuture<'a, ()>;
 
     /// Removes `node_id` from `service`.
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>>;
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()>;
 
     /// The live nodes of `service` (empty if none).
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>>;
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>>;
 
     /// The nodes of `service` as they change: first every node at the time of the call
     /// (possibly none), then one [`Change`] per change. The stream ends or fails when the
@@ -111,20 +122,20 @@ pub trait Registry: Send + Sync + 'static {
 
 /// A shared registry is a registry.
 impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
-    fn register(
-        &self,
-        service: &str,
-        node: &Node,
+    fn register<'a>(
+        &'a self,
+        service: &'a str,
+        node: &'a Node,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), RegistryError>> {
+    ) -> RegistryFuture<'a, ()> {
         (**self).register(service, node, ttl)
     }
 
-    fn deregister(&self, service: &str, node_id: &str) -> BoxFuture<Result<(), RegistryError>> {
+    fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {
         (**self).deregister(service, node_id)
     }
 
-    fn lookup(&self, service: &str) -> BoxFuture<Result<Vec<Node>, RegistryError>> {
+    fn lookup<'a>(&'a self, service: &'a str) -> RegistryFuture<'a, Vec<Node>> {
         (**self).lookup(service)
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Code, Status};
 
 use super::Node;
-use crate::call::Context;
+use crate::call::{Context, causes};
 
 /// How a call on a node went, as told to [`Selector::feedback`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +38,11 @@ impl Outcome {
 /// that broke mid-call) with the transport error as the source, while a status the node
 /// sent has none.
 pub(crate) fn is_transport_failure(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::transport::Error>()
+    causes(status).any(|error| {
+        error.is::<tonic::transport::Error>()
             || error.is::<hyper::Error>()
             || error.is::<std::io::Error>()
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    })
 }
 
 /// Picks the node for a call, seeing the call itself (service, method, metadata, routing

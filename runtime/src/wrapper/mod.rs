@@ -31,9 +31,7 @@ use tonic::Status;
 
 pub(crate) use self::tower::HttpStack;
 pub(crate) use self::tower::status_of;
-pub use self::tower::{
-    BoxHttpService, HttpLayer, RunNext, WrapperLayer, WrapperService, from_layer,
-};
+pub use self::tower::{BoxHttpService, HttpLayer, RunNext, WrapperLayer, from_layer};
 pub use crate::call::{BoxFuture, Call, Reply};
 
 /// Middleware around a handler, a call, a publish or a message processing.
@@ -98,11 +96,7 @@ impl Chain {
         if self.wrappers.is_empty() {
             return self.terminal.call(call);
         }
-        Next {
-            chain: self.clone(),
-            index: 0,
-        }
-        .run(call)
+        Next::first(self.clone()).run(call)
     }
 }
 
@@ -115,6 +109,11 @@ pub struct Next {
 }
 
 impl Next {
+    /// The whole of `chain`: its first wrapper, then the rest.
+    pub(crate) fn first(chain: Arc<Chain>) -> Self {
+        Self { chain, index: 0 }
+    }
+
     /// Whether wrappers remain before the terminal step (the handler, or node selection and
     /// the transport).
     pub(crate) fn has_wrappers(&self) -> bool {

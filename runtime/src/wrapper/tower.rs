@@ -100,37 +100,14 @@ where
     S: Service<Call, Response = Reply, Error = Status> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    type Service = WrapperService;
+    /// The rest of a chain that is the wrapper, then `inner`.
+    type Service = Next;
 
-    fn layer(&self, inner: S) -> WrapperService {
-        WrapperService(Chain::new(
+    fn layer(&self, inner: S) -> Next {
+        Next::first(Chain::new(
             Wrappers::new(vec![self.0.clone()]),
             ServiceTerminal(inner),
         ))
-    }
-}
-
-/// The service a [`WrapperLayer`] builds: the wrapper, then the inner service.
-#[derive(Clone)]
-pub struct WrapperService(Arc<Chain>);
-
-impl std::fmt::Debug for WrapperService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WrapperService")
-    }
-}
-
-impl Service<Call> for WrapperService {
-    type Response = Reply;
-    type Error = Status;
-    type Future = BoxFuture<Result<Reply, Status>>;
-
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: Call) -> Self::Future {
-        self.0.run(call)
     }
 }
 
