@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use micro_otel::call::Node;
-use micro_otel::discovery::{Change, ConsulRegistry, Registry, RegistryError, Watch};
+use micro_otel::discovery::{Change, ConsulRegistry, Registration, Registry, RegistryError, Watch};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::consul_fake::{ConsulFake, Recorded, Status};
 use micro_otel_tests::discovery::{
@@ -66,10 +66,20 @@ async fn registered_nodes_are_found_with_their_metadata_until_deregistered() {
     let b = Node::new("b", "127.0.0.1:2")
         .with_metadata("zone", "west")
         .with_metadata("version", "2");
-    registry.register("svc", &a, LONG).await.unwrap();
-    registry.register("svc", &b, LONG).await.unwrap();
     registry
-        .register("svc-other", &Node::new("c", "127.0.0.1:3"), LONG)
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new("svc", &b, LONG))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new(
+            "svc-other",
+            &Node::new("c", "127.0.0.1:3"),
+            LONG,
+        ))
         .await
         .unwrap();
     assert_eq!(lookup(&registry, "svc").await, [a.clone(), b.clone()]);
@@ -105,13 +115,25 @@ async fn the_requests_are_the_documented_paths_headers_and_json_fields() {
         .with_metadata("version", "1.2")
         .with_metadata("zone", "east");
     let ttl = Duration::from_secs(90);
-    registry.register("echo", &node, ttl).await.unwrap();
+    registry
+        .register(Registration::new("echo", &node, ttl))
+        .await
+        .unwrap();
     // The heartbeat: nothing changed, so only the check is passed.
-    registry.register("echo", &node, ttl).await.unwrap();
-    registry.register("echo", &node, ttl).await.unwrap();
+    registry
+        .register(Registration::new("echo", &node, ttl))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new("echo", &node, ttl))
+        .await
+        .unwrap();
     // Changed metadata is registered again.
     let moved = node.clone().with_metadata("zone", "west");
-    registry.register("echo", &moved, ttl).await.unwrap();
+    registry
+        .register(Registration::new("echo", &moved, ttl))
+        .await
+        .unwrap();
     assert_eq!(lookup(&registry, "echo").await, [moved]);
     registry.deregister("echo", "echo-1").await.unwrap();
 
@@ -170,15 +192,24 @@ async fn a_node_whose_heartbeats_stop_turns_critical_leaves_lookups_then_is_remo
     let gone = Node::new("gone", "127.0.0.1:1");
     let kept = Node::new("kept", "127.0.0.1:2");
     let started = Instant::now();
-    registry.register("svc", &gone, ttl).await.unwrap();
-    registry.register("svc", &kept, ttl).await.unwrap();
+    registry
+        .register(Registration::new("svc", &gone, ttl))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new("svc", &kept, ttl))
+        .await
+        .unwrap();
     assert_eq!(ids(&lookup(&registry, "svc").await), ["gone", "kept"]);
     let heartbeat = tokio::spawn({
         let (registry, kept) = (registry.clone(), kept.clone());
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                registry.register("svc", &kept, ttl).await.unwrap();
+                registry
+                    .register(Registration::new("svc", &kept, ttl))
+                    .await
+                    .unwrap();
             }
         }
     });
@@ -231,12 +262,15 @@ async fn a_heartbeat_after_the_agent_forgot_the_node_registers_it_again() {
     let consul = ConsulFake::start().await;
     let registry = ConsulRegistry::new(consul.address());
     let a = Node::new("a", "127.0.0.1:1");
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
     consul.forget_everything();
     consul.take_requests();
 
     registry
-        .register("svc", &a, LONG)
+        .register(Registration::new("svc", &a, LONG))
         .await
         .expect("the heartbeat registers the node again");
     assert_eq!(
@@ -250,7 +284,10 @@ async fn a_heartbeat_after_the_agent_forgot_the_node_registers_it_again() {
     assert_eq!(lookup(&registry, "svc").await, std::slice::from_ref(&a));
     // And the next heartbeat only passes the check again.
     consul.take_requests();
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
     assert_eq!(
         lines(&consul.take_requests()),
         ["PUT /v1/agent/check/pass/service:a"]
@@ -262,7 +299,10 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
     let consul = ConsulFake::start().await;
     let registry = ConsulRegistry::new(consul.address()).with_wait(Duration::from_secs(30));
     let a = Node::new("a", "127.0.0.1:1");
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
 
     let mut watch = ConsulRegistry::new(consul.address())
         .with_wait(Duration::from_secs(30))
@@ -274,7 +314,10 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
     let first_index = consul.index();
 
     let b = Node::new("b", "127.0.0.1:2").with_metadata("zone", "east");
-    registry.register("svc", &b, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &b, LONG))
+        .await
+        .unwrap();
     let added = next_change(&mut watch).await;
     assert_eq!(ids(&added.nodes), ["a", "b"]);
     assert_eq!(added.added, std::slice::from_ref(&b));
@@ -282,13 +325,23 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
 
     // A heartbeat moves nothing; a node of another service moves the index but not the
     // nodes; a move is a removal and an addition.
-    registry.register("svc", &a, LONG).await.unwrap();
     registry
-        .register("svc-other", &Node::new("c", "127.0.0.1:3"), LONG)
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new(
+            "svc-other",
+            &Node::new("c", "127.0.0.1:3"),
+            LONG,
+        ))
         .await
         .unwrap();
     let b_moved = Node::new("b", "127.0.0.1:4").with_metadata("zone", "east");
-    registry.register("svc", &b_moved, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &b_moved, LONG))
+        .await
+        .unwrap();
     let moved = next_change(&mut watch).await;
     assert_eq!(
         (moved.added, moved.removed),
@@ -304,7 +357,7 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
     // A node whose heartbeats stop leaves the watch when its check turns critical.
     let short = Node::new("short", "127.0.0.1:5");
     registry
-        .register("svc", &short, Duration::from_secs(1))
+        .register(Registration::new("svc", &short, Duration::from_secs(1)))
         .await
         .unwrap();
     let came = next_change(&mut watch).await;
@@ -353,7 +406,11 @@ async fn a_watch_starts_over_with_a_plain_read_when_the_index_goes_backwards() {
     let registry = ConsulRegistry::new(consul.address()).with_wait(Duration::from_secs(1));
     for i in 0..5 {
         registry
-            .register("svc", &Node::new(format!("n{i}"), "127.0.0.1:1"), LONG)
+            .register(Registration::new(
+                "svc",
+                &Node::new(format!("n{i}"), "127.0.0.1:1"),
+                LONG,
+            ))
             .await
             .unwrap();
     }
@@ -367,7 +424,10 @@ async fn a_watch_starts_over_with_a_plain_read_when_the_index_goes_backwards() {
     // its wait, answers with the lower index, and the watch starts over.
     consul.set_index(1);
     let late = Node::new("late", "127.0.0.1:2");
-    registry.register("svc", &late, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &late, LONG))
+        .await
+        .unwrap();
     let started = Instant::now();
     let change = tokio::time::timeout(Duration::from_secs(10), watch.recv())
         .await
@@ -422,7 +482,12 @@ async fn acl_refusals_bad_metadata_and_unknown_datacenters_name_the_address_and_
     let node = Node::new("a", "127.0.0.1:1");
 
     let anonymous = ConsulRegistry::new(consul.address());
-    let refused = message(anonymous.register("svc", &node, LONG).await.unwrap_err());
+    let refused = message(
+        anonymous
+            .register(Registration::new("svc", &node, LONG))
+            .await
+            .unwrap_err(),
+    );
     assert!(
         refused.contains(&consul.address())
             && refused.contains("PUT /v1/agent/service/register")
@@ -441,14 +506,22 @@ async fn acl_refusals_bad_metadata_and_unknown_datacenters_name_the_address_and_
     let registry = ConsulRegistry::new(consul.address()).with_token("s3cret");
     // Consul refuses metadata keys outside [A-Za-z0-9_-].
     let dotted = node.clone().with_metadata("app.tier", "web");
-    let refused = message(registry.register("svc", &dotted, LONG).await.unwrap_err());
+    let refused = message(
+        registry
+            .register(Registration::new("svc", &dotted, LONG))
+            .await
+            .unwrap_err(),
+    );
     assert!(
         refused.contains("400") && refused.contains("Invalid Service Meta"),
         "{refused}"
     );
     // Refused before anything is sent: invalid, not the agent being unavailable.
     let no_port = Node::new("b", "127.0.0.1");
-    let refused = registry.register("svc", &no_port, LONG).await.unwrap_err();
+    let refused = registry
+        .register(Registration::new("svc", &no_port, LONG))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&refused, RegistryError::Invalid(why) if why.contains("not host:port")),
         "{refused}"
@@ -496,7 +569,10 @@ async fn without_an_agent_every_operation_is_unavailable_naming_the_address_and_
     );
     let node = Node::new("a", "127.0.0.1:1");
     named(
-        registry.register("svc", &node, LONG).await.unwrap_err(),
+        registry
+            .register(Registration::new("svc", &node, LONG))
+            .await
+            .unwrap_err(),
         "PUT /v1/agent/service/register",
     );
     named(
@@ -522,7 +598,11 @@ async fn a_watch_fails_naming_the_blocking_query_when_the_agent_goes_away() {
     let address = consul.address();
     let registry = ConsulRegistry::new(&address);
     registry
-        .register("svc", &Node::new("a", "127.0.0.1:1"), LONG)
+        .register(Registration::new(
+            "svc",
+            &Node::new("a", "127.0.0.1:1"),
+            LONG,
+        ))
         .await
         .unwrap();
     let mut watch = follow(registry.watch("svc"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use micro_otel::call::Node;
-use micro_otel::discovery::{EtcdRegistry, Registry, RegistryError};
+use micro_otel::discovery::{EtcdRegistry, Registration, Registry, RegistryError};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::discovery::{
     answering_port, answering_ports, eventually, ids, lookup, next_change, request,
@@ -30,10 +30,20 @@ async fn registered_nodes_are_found_with_their_metadata_until_deregistered() {
     let b = Node::new("b", "127.0.0.1:2")
         .with_metadata("zone", "west")
         .with_metadata("version", "2");
-    registry.register("svc", &a, LONG).await.unwrap();
-    registry.register("svc", &b, LONG).await.unwrap();
     registry
-        .register("svc-other", &Node::new("c", "127.0.0.1:3"), LONG)
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new("svc", &b, LONG))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new(
+            "svc-other",
+            &Node::new("c", "127.0.0.1:3"),
+            LONG,
+        ))
         .await
         .unwrap();
     assert_eq!(lookup(&registry, "svc").await, [a.clone(), b.clone()]);
@@ -79,7 +89,11 @@ async fn an_entry_that_is_not_a_node_is_skipped_by_lookup_and_watch() {
         .await
         .unwrap();
     registry
-        .register("svc", &Node::new("a", "127.0.0.1:1"), LONG)
+        .register(Registration::new(
+            "svc",
+            &Node::new("a", "127.0.0.1:1"),
+            LONG,
+        ))
         .await
         .unwrap();
     assert_eq!(ids(&lookup(&registry, "svc").await), ["a"]);
@@ -94,7 +108,11 @@ async fn an_entry_that_is_not_a_node_is_skipped_by_lookup_and_watch() {
     .await
     .unwrap();
     registry
-        .register("svc", &Node::new("b", "127.0.0.1:2"), LONG)
+        .register(Registration::new(
+            "svc",
+            &Node::new("b", "127.0.0.1:2"),
+            LONG,
+        ))
         .await
         .unwrap();
     let change = next_change(&mut watch).await;
@@ -114,15 +132,24 @@ async fn a_node_that_stops_re_registering_expires_while_one_that_keeps_on_stays(
     let gone = Node::new("gone", "127.0.0.1:1");
     let kept = Node::new("kept", "127.0.0.1:2");
     let started = Instant::now();
-    registry.register("svc", &gone, ttl).await.unwrap();
-    registry.register("svc", &kept, ttl).await.unwrap();
+    registry
+        .register(Registration::new("svc", &gone, ttl))
+        .await
+        .unwrap();
+    registry
+        .register(Registration::new("svc", &kept, ttl))
+        .await
+        .unwrap();
     let heartbeats = Arc::new(AtomicUsize::new(0));
     let heartbeat = tokio::spawn({
         let (registry, kept, heartbeats) = (registry.clone(), kept.clone(), heartbeats.clone());
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(400)).await;
-                registry.register("svc", &kept, ttl).await.unwrap();
+                registry
+                    .register(Registration::new("svc", &kept, ttl))
+                    .await
+                    .unwrap();
                 heartbeats.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -158,10 +185,17 @@ async fn re_registering_refreshes_one_lease_per_node_and_deregistering_revokes_i
     let registry = etcd.registry().await;
     let a = Node::new("a", "127.0.0.1:1");
     for _ in 0..20 {
-        registry.register("svc", &a, LONG).await.unwrap();
+        registry
+            .register(Registration::new("svc", &a, LONG))
+            .await
+            .unwrap();
     }
     registry
-        .register("svc", &Node::new("b", "127.0.0.1:2"), LONG)
+        .register(Registration::new(
+            "svc",
+            &Node::new("b", "127.0.0.1:2"),
+            LONG,
+        ))
         .await
         .unwrap();
     assert_eq!(etcd.leases().await.len(), 2, "one lease per node");
@@ -169,7 +203,7 @@ async fn re_registering_refreshes_one_lease_per_node_and_deregistering_revokes_i
     // A new TTL takes a new lease; the old one is revoked.
     let before = etcd.leases().await;
     registry
-        .register("svc", &a, Duration::from_secs(30))
+        .register(Registration::new("svc", &a, Duration::from_secs(30)))
         .await
         .unwrap();
     let after = etcd.leases().await;
@@ -179,7 +213,7 @@ async fn re_registering_refreshes_one_lease_per_node_and_deregistering_revokes_i
     // A changed address is written under the same lease.
     let moved = Node::new("a", "127.0.0.1:9");
     registry
-        .register("svc", &moved, Duration::from_secs(30))
+        .register(Registration::new("svc", &moved, Duration::from_secs(30)))
         .await
         .unwrap();
     assert_eq!(etcd.leases().await, after);
@@ -197,19 +231,25 @@ async fn re_registering_after_etcd_lost_its_data_creates_the_node_and_lease_agai
     let mut etcd = Etcd::start().await;
     let registry = etcd.registry().await;
     let a = Node::new("a", "127.0.0.1:1");
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
     etcd.restart_empty().await;
     assert!(etcd.leases().await.is_empty(), "etcd forgot the lease");
 
     // The next heartbeat finds the lease gone and takes a new one.
     registry
-        .register("svc", &a, LONG)
+        .register(Registration::new("svc", &a, LONG))
         .await
         .expect("the first registration after etcd came back succeeds");
     assert_eq!(lookup(&registry, "svc").await, std::slice::from_ref(&a));
     assert_eq!(etcd.leases().await.len(), 1);
     // And the next heartbeat refreshes that lease.
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
     assert_eq!(etcd.leases().await.len(), 1);
 }
 
@@ -219,7 +259,10 @@ async fn a_watch_starts_with_the_current_nodes_then_reports_changes_and_fails_wh
     let mut etcd = Etcd::start().await;
     let registry = etcd.registry().await;
     let a = Node::new("a", "127.0.0.1:1");
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
 
     let mut watch = etcd.registry().await.watch("svc");
     let first = next_change(&mut watch).await;
@@ -228,16 +271,25 @@ async fn a_watch_starts_with_the_current_nodes_then_reports_changes_and_fails_wh
     assert!(first.removed.is_empty());
 
     let b = Node::new("b", "127.0.0.1:2").with_metadata("zone", "east");
-    registry.register("svc", &b, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &b, LONG))
+        .await
+        .unwrap();
     let added = next_change(&mut watch).await;
     assert_eq!(ids(&added.nodes), ["a", "b"]);
     assert_eq!(added.added, std::slice::from_ref(&b));
     assert!(added.removed.is_empty());
 
     // A heartbeat changes nothing; a move is a removal and an addition.
-    registry.register("svc", &a, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &a, LONG))
+        .await
+        .unwrap();
     let b_moved = Node::new("b", "127.0.0.1:3").with_metadata("zone", "east");
-    registry.register("svc", &b_moved, LONG).await.unwrap();
+    registry
+        .register(Registration::new("svc", &b_moved, LONG))
+        .await
+        .unwrap();
     let moved = next_change(&mut watch).await;
     assert_eq!(
         (moved.added, moved.removed),
@@ -252,7 +304,11 @@ async fn a_watch_starts_with_the_current_nodes_then_reports_changes_and_fails_wh
 
     // Nodes of other services are not reported.
     registry
-        .register("svc-other", &Node::new("c", "127.0.0.1:4"), LONG)
+        .register(Registration::new(
+            "svc-other",
+            &Node::new("c", "127.0.0.1:4"),
+            LONG,
+        ))
         .await
         .unwrap();
     registry.deregister("svc", "b").await.unwrap();
@@ -295,7 +351,10 @@ async fn without_etcd_every_operation_is_unavailable_naming_the_endpoint() {
     named(registry.lookup("svc").await.unwrap_err(), "get");
     let node = Node::new("a", "127.0.0.1:1");
     named(
-        registry.register("svc", &node, LONG).await.unwrap_err(),
+        registry
+            .register(Registration::new("svc", &node, LONG))
+            .await
+            .unwrap_err(),
         "lease",
     );
     named(registry.deregister("svc", "a").await.unwrap_err(), "delete");

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use micro_otel::call::Node;
-use micro_otel::discovery::{MdnsRegistry, Registry};
+use micro_otel::discovery::{MdnsRegistry, Registration, Registry};
 use micro_otel_tests::discovery::{eventually, ids, lookup, next_change};
 use micro_otel_tests::harness::missing;
 
@@ -322,9 +322,18 @@ mod inside {
         let a = Node::new("svc-a", "127.0.0.1:5001").with_metadata("zone", "a");
         let b = Node::new("svc-b", "127.0.0.1:5002").with_metadata("zone", "b");
         let other = Node::new("other-c", "127.0.0.1:5003");
-        server.register("svc", &a, LONG).await.unwrap();
-        server.register("svc", &b, LONG).await.unwrap();
-        server.register("svc-other", &other, LONG).await.unwrap();
+        server
+            .register(Registration::new("svc", &a, LONG))
+            .await
+            .unwrap();
+        server
+            .register(Registration::new("svc", &b, LONG))
+            .await
+            .unwrap();
+        server
+            .register(Registration::new("svc-other", &other, LONG))
+            .await
+            .unwrap();
 
         // A lookup listens one browse window (1.5 s) and returns what answered.
         let client = registry();
@@ -405,7 +414,10 @@ mod inside {
             .with_metadata("note", "a=b; spaces & ünïcødé")
             // The longest entry: 255 bytes.
             .with_metadata("blob", "x".repeat(255 - "blob=".len()));
-        server.register("meta", &node, LONG).await.unwrap();
+        server
+            .register(Registration::new("meta", &node, LONG))
+            .await
+            .unwrap();
 
         // The largest TXT record allowed, 1300 bytes, still goes through.
         let mut big = Node::new("meta-big", "127.0.0.1:5011");
@@ -415,7 +427,10 @@ mod inside {
         let room = 1300 - txt_size("meta", &big);
         big = big.with_metadata("k5", "z".repeat(room - 1 - "k5=".len()));
         assert_eq!(txt_size("meta", &big), 1300);
-        server.register("meta", &big, LONG).await.unwrap();
+        server
+            .register(Registration::new("meta", &big, LONG))
+            .await
+            .unwrap();
 
         eventually(
             Duration::from_secs(10),
@@ -437,7 +452,12 @@ mod inside {
             why
         };
         let too_long = Node::new("meta-2", "127.0.0.1:5012").with_metadata("blob", "x".repeat(300));
-        let why = refused(server.register("meta", &too_long, LONG).await.unwrap_err());
+        let why = refused(
+            server
+                .register(Registration::new("meta", &too_long, LONG))
+                .await
+                .unwrap_err(),
+        );
         assert!(
             why.contains("meta-2")
                 && why.contains("\"blob\"")
@@ -449,7 +469,12 @@ mod inside {
         for k in 0..6 {
             too_much = too_much.with_metadata(format!("k{k}"), "y".repeat(250));
         }
-        let why = refused(server.register("meta", &too_much, LONG).await.unwrap_err());
+        let why = refused(
+            server
+                .register(Registration::new("meta", &too_much, LONG))
+                .await
+                .unwrap_err(),
+        );
         assert!(why.contains("meta-3") && why.contains("1300"), "{why}");
         assert_eq!(
             ids(&lookup(&registry(), "meta").await),
@@ -462,7 +487,10 @@ mod inside {
         let mut watch = client.watch("meta");
         assert_eq!(next_change(&mut watch).await.nodes.len(), 2);
         let moved = node.clone().with_metadata("zone", "eu-central-1");
-        server.register("meta", &moved, LONG).await.unwrap();
+        server
+            .register(Registration::new("meta", &moved, LONG))
+            .await
+            .unwrap();
         let changed = next_change(&mut watch).await;
         assert_eq!(changed.added, std::slice::from_ref(&moved));
         assert_eq!(changed.removed, [node]);
@@ -538,13 +566,19 @@ mod inside {
         let quiet = Duration::from_secs(2);
         let node = Node::new("beat-1", "127.0.0.1:5020").with_metadata("zone", "a");
 
-        server.register("beat", &node, LONG).await.unwrap();
+        server
+            .register(Registration::new("beat", &node, LONG))
+            .await
+            .unwrap();
         let announced = packets_until_quiet(&listener, quiet).await;
         assert!(announced > 0, "registering sends probes and announcements");
 
         let beats = Instant::now();
         for _ in 0..20 {
-            server.register("beat", &node, LONG).await.unwrap();
+            server
+                .register(Registration::new("beat", &node, LONG))
+                .await
+                .unwrap();
         }
         let elapsed = beats.elapsed();
         let after_beats = packets_until_quiet(&listener, quiet).await;
@@ -556,7 +590,10 @@ mod inside {
 
         // A change is announced.
         let changed = node.with_metadata("zone", "b");
-        server.register("beat", &changed, LONG).await.unwrap();
+        server
+            .register(Registration::new("beat", &changed, LONG))
+            .await
+            .unwrap();
         let reannounced = packets_until_quiet(&listener, quiet).await;
         assert!(reannounced > 0, "a changed node is announced again");
 

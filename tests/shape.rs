@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use micro_otel::call::Node;
 use micro_otel::client::ReplyMetadata;
-use micro_otel::discovery::{MemoryRegistry, Outcome, Registry, RegistryFuture, Selector, Watch};
+use micro_otel::discovery::{
+    MemoryRegistry, Outcome, Registration, Registry, RegistryFuture, Selector, Watch,
+};
 use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Code, Context, Status};
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
@@ -205,7 +207,7 @@ async fn a_selector_is_told_of_a_transport_failure() {
     let dead = Node::new("dead-1", closed.local_addr().unwrap().to_string());
     drop(closed);
     registry
-        .register("echo", &dead, Duration::from_secs(60))
+        .register(Registration::new("echo", &dead, Duration::from_secs(60)))
         .await
         .unwrap();
     #[derive(Default)]
@@ -468,13 +470,8 @@ struct Counting {
 }
 
 impl Registry for Counting {
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
-        self.inner.register(service, node, ttl)
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        self.inner.register(registration)
     }
     fn deregister<'a>(&'a self, service: &'a str, id: &'a str) -> RegistryFuture<'a, ()> {
         self.inner.deregister(service, id)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_otel::Client;
-use micro_otel::discovery::{MemoryRegistry, Node, Registry};
+use micro_otel::discovery::{MemoryRegistry, Node, Registration, Registry};
 use micro_otel::telemetry::Telemetry;
 use serde_json::json;
 
@@ -162,7 +162,11 @@ async fn run_async(settings: Settings) -> anyhow::Result<BTreeMap<&'static str, 
                         metadata: Default::default(),
                     };
                     registry
-                        .register("bench.server", &node, Duration::from_secs(3600))
+                        .register(Registration::new(
+                            "bench.server",
+                            &node,
+                            Duration::from_secs(3600),
+                        ))
                         .await?;
                 }
                 let client = Client::builder()

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 
 use super::backend::{Follow, Named, follow, whole_seconds};
-use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use super::{Node, Registration, Registry, RegistryError, RegistryFuture, Watch};
 use crate::call::{address_list, causes};
 
 /// How long one ordinary request may take before the registry reports Consul unavailable.
@@ -117,7 +117,7 @@ struct Answer {
 /// The body of `PUT /v1/agent/service/register`.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct Registration<'a> {
+struct AgentRegistration<'a> {
     #[serde(rename = "ID")]
     id: &'a str,
     name: &'a str,
@@ -317,7 +317,7 @@ impl ConsulRegistry {
         let deregister_after = whole_seconds(self.deregister_after.unwrap_or_else(|| {
             (Duration::from_secs(ttl) + DEREGISTER_SLACK).max(MIN_DEREGISTER_AFTER)
         }));
-        serde_json::to_string(&Registration {
+        serde_json::to_string(&AgentRegistration {
             id: &node.id,
             name: service,
             address: host,
@@ -342,12 +342,10 @@ impl ConsulRegistry {
         self.put(&path, String::new()).await
     }
 
-    async fn register_node(
-        &self,
-        service: &str,
-        node: &Node,
-        ttl: Duration,
-    ) -> Result<(), RegistryError> {
+    async fn register_node(&self, registration: Registration<'_>) -> Result<(), RegistryError> {
+        let Registration {
+            service, node, ttl, ..
+        } = registration;
         let body = self.registration(service, node, ttl).map_err(|why| {
             RegistryError::Invalid(format!(
                 "{}: register node {} of {service}: {why}",
@@ -582,13 +580,8 @@ impl Follow for Following {
 }
 
 impl Registry for ConsulRegistry {
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
-        Box::pin(self.register_node(service, node, ttl))
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        Box::pin(self.register_node(registration))
     }
 
     fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {

@@ -15,7 +15,7 @@ use hickory_resolver::proto::rr::{Name, RData};
 use tokio::sync::OnceCell;
 
 use super::backend::{Follow, Named, follow};
-use super::{Node, Registry, RegistryError, RegistryFuture, WEIGHT, Watch};
+use super::{Node, Registration, Registry, RegistryError, RegistryFuture, WEIGHT, Watch};
 use crate::call::address_list;
 
 /// How long one resolution may take unless [`timeout`](DnsRegistry::timeout) says otherwise.
@@ -431,12 +431,8 @@ impl DnsRegistry {
 
 impl Registry for DnsRegistry {
     /// Succeeds without doing anything: the platform publishes the DNS records.
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        _ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        let Registration { service, node, .. } = registration;
         tracing::debug!(%service, node = %node.id, "DNS registry: nothing to register, the platform publishes the records");
         Box::pin(std::future::ready(Ok(())))
     }
@@ -515,7 +511,7 @@ mod tests {
         let registry = DnsRegistry::a_records(1).name_server("127.0.0.1:9".parse().unwrap());
         let node = Node::new("a", "127.0.0.1:1");
         registry
-            .register("svc", &node, Duration::from_secs(1))
+            .register(Registration::new("svc", &node, Duration::from_secs(1)))
             .await
             .expect("registering is a no-op");
         registry

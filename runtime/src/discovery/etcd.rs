@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::backend::{Follow, Named, follow, whole_seconds};
-use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use super::{Node, Registration, Registry, RegistryError, RegistryFuture, Watch};
 use crate::call::address_list;
 
 /// go-micro's key prefix.
@@ -165,12 +165,10 @@ impl EtcdRegistry {
         self.named.within(what, REQUEST_TIMEOUT, call(client)).await
     }
 
-    async fn register_node(
-        &self,
-        service: &str,
-        node: &Node,
-        ttl: Duration,
-    ) -> Result<(), RegistryError> {
+    async fn register_node(&self, registration: Registration<'_>) -> Result<(), RegistryError> {
+        let Registration {
+            service, node, ttl, ..
+        } = registration;
         let key = self.key(service, &node.id);
         let value = serde_json::to_vec(&Stored {
             id: node.id.clone(),
@@ -365,13 +363,8 @@ impl Follow for Following {
 }
 
 impl Registry for EtcdRegistry {
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
-        Box::pin(self.register_node(service, node, ttl))
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        Box::pin(self.register_node(registration))
     }
 
     fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {

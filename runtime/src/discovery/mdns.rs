@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::backend::{Follow, Named, follow};
-use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use super::{Node, Registration, Registry, RegistryError, RegistryFuture, Watch};
 use crate::call::address_list;
 
 /// The TXT key of the micro-otel service name.
@@ -590,12 +590,8 @@ impl Follow for Following {
 }
 
 impl Registry for MdnsRegistry {
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        _ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        let Registration { service, node, .. } = registration;
         Box::pin(std::future::ready(self.register_node(service, node)))
     }
 

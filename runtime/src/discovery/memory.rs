@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
 use super::backend::{Follow, follow};
-use super::{Node, Registry, RegistryError, RegistryFuture, Watch};
+use super::{Node, Registration, Registry, RegistryError, RegistryFuture, Watch};
 
 /// A registry held in memory; nodes expire when their TTL passes without a refresh.
 #[derive(Debug, Clone, Default)]
@@ -66,12 +66,10 @@ impl MemoryRegistry {
 }
 
 impl Registry for MemoryRegistry {
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        let Registration {
+            service, node, ttl, ..
+        } = registration;
         let expires = Instant::now() + ttl;
         self.update(service, |nodes| {
             match nodes.iter_mut().find(|(n, _)| n.id == node.id) {
@@ -134,6 +132,8 @@ impl Follow for Following {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use futures_util::StreamExt;
 
     use super::*;
@@ -142,16 +142,20 @@ mod tests {
         nodes.iter().map(|n| n.id.as_str()).collect()
     }
 
+    /// Registers node `id` of `svc` at `address` for `ttl`.
+    async fn put(r: &MemoryRegistry, id: &str, address: &str, ttl: Duration) {
+        let node = Node::new(id, address);
+        r.register(Registration::new("svc", &node, ttl))
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn registered_nodes_are_found_until_deregistered() {
         let r = MemoryRegistry::new();
         let ttl = Duration::from_secs(60);
-        r.register("svc", &Node::new("a", "127.0.0.1:1"), ttl)
-            .await
-            .unwrap();
-        r.register("svc", &Node::new("b", "127.0.0.1:2"), ttl)
-            .await
-            .unwrap();
+        put(&r, "a", "127.0.0.1:1", ttl).await;
+        put(&r, "b", "127.0.0.1:2", ttl).await;
         assert_eq!(ids(&r.lookup("svc").await.unwrap()), ["a", "b"]);
         r.deregister("svc", "a").await.unwrap();
         assert_eq!(ids(&r.lookup("svc").await.unwrap()), ["b"]);
@@ -162,16 +166,10 @@ mod tests {
     async fn nodes_expire_after_their_ttl_unless_refreshed() {
         let r = MemoryRegistry::new();
         let a = Node::new("a", "127.0.0.1:1");
-        r.register("svc", &a, Duration::from_millis(30))
+        r.register(Registration::new("svc", &a, Duration::from_millis(30)))
             .await
             .unwrap();
-        r.register(
-            "svc",
-            &Node::new("b", "127.0.0.1:2"),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        put(&r, "b", "127.0.0.1:2", Duration::from_secs(60)).await;
         assert_eq!(r.lookup("svc").await.unwrap().len(), 2);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(ids(&r.lookup("svc").await.unwrap()), ["b"]);
@@ -181,20 +179,12 @@ mod tests {
     async fn watch_reports_the_start_then_registrations_removals_and_expiry() {
         let r = MemoryRegistry::new();
         let ttl = Duration::from_secs(60);
-        r.register("svc", &Node::new("a", "127.0.0.1:1"), ttl)
-            .await
-            .unwrap();
+        put(&r, "a", "127.0.0.1:1", ttl).await;
         let mut watch = r.watch("svc");
         let first = watch.next().await.unwrap().unwrap();
         assert_eq!(ids(&first.nodes), ["a"]);
 
-        r.register(
-            "svc",
-            &Node::new("b", "127.0.0.1:2"),
-            Duration::from_millis(40),
-        )
-        .await
-        .unwrap();
+        put(&r, "b", "127.0.0.1:2", Duration::from_millis(40)).await;
         let added = watch.next().await.unwrap().unwrap();
         assert_eq!(
             (ids(&added.nodes), ids(&added.added)),

@@ -96,16 +96,31 @@ impl Change {
     }
 }
 
+/// One node's registration: what [`Registry::register`] is asked to keep (more may be
+/// added, so build it with [`Registration::new`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Registration<'a> {
+    /// The service the node serves (`user.service`).
+    pub service: &'a str,
+    /// The node.
+    pub node: &'a Node,
+    /// How long the registration lives unless renewed.
+    pub ttl: Duration,
+}
+
+impl<'a> Registration<'a> {
+    /// `node` of `service`, for `ttl`.
+    pub fn new(service: &'a str, node: &'a Node, ttl: Duration) -> Self {
+        Self { service, node, ttl }
+    }
+}
+
 /// Where services register their nodes and clients find them.
 pub trait Registry: Send + Sync + 'static {
-    /// Registers (or refreshes) `node` under `service`; it expires after `ttl` unless
-    /// registered again.
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        ttl: Duration,
-    ) -> RegistryFuture<'a, ()>;
+    /// Registers (or refreshes) a node under its service; it expires after the
+    /// registration's TTL unless registered again.
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()>;
 
     /// Removes `node_id` from `service`.
     fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()>;
@@ -122,13 +137,8 @@ pub trait Registry: Send + Sync + 'static {
 
 /// A shared registry is a registry.
 impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
-    fn register<'a>(
-        &'a self,
-        service: &'a str,
-        node: &'a Node,
-        ttl: Duration,
-    ) -> RegistryFuture<'a, ()> {
-        (**self).register(service, node, ttl)
+    fn register<'a>(&'a self, registration: Registration<'a>) -> RegistryFuture<'a, ()> {
+        (**self).register(registration)
     }
 
     fn deregister<'a>(&'a self, service: &'a str, node_id: &'a str) -> RegistryFuture<'a, ()> {

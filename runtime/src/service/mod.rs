@@ -25,7 +25,7 @@ pub use running::RunningService;
 
 use crate::broker::{Broker, Publisher, Subscriber, SubscriberStats};
 use crate::client::Client;
-use crate::discovery::{Node, Registry};
+use crate::discovery::{Node, Registration, Registry};
 use crate::environment::ConfigError;
 use crate::server::{Dispatch, Mux, RunningServer};
 use crate::wrapper::{HttpStack, Wrappers};
@@ -175,7 +175,7 @@ impl Service {
         };
         if let Err(e) = inner
             .registry
-            .register(&inner.name, &node, inner.register_ttl)
+            .register(Registration::new(&inner.name, &node, inner.register_ttl))
             .await
         {
             server.stop().await;

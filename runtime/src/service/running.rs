@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Inner, ServiceError};
-use crate::discovery::Node;
+use crate::discovery::{Node, Registration};
 use crate::server::RunningServer;
 
 async fn heartbeat(inner: Arc<Inner>, node: Node) {
@@ -17,7 +17,7 @@ async fn heartbeat(inner: Arc<Inner>, node: Node) {
         interval.tick().await;
         if let Err(e) = inner
             .registry
-            .register(&inner.name, &node, inner.register_ttl)
+            .register(Registration::new(&inner.name, &node, inner.register_ttl))
             .await
         {
             tracing::warn!(service = %inner.name, error = %e, "re-registering failed; will retry");
