@@ -30,12 +30,15 @@ use crate::wrapper::{Chain, Terminal, Wrappers};
 
 /// Why a broker operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum BrokerError {
-    /// The broker could not be reached or refused the operation.
+    /// The broker could not be reached, did not answer in time, or failed the operation:
+    /// worth trying again later.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
     /// The message cannot be carried as it is (a header the backend cannot encode, a
-    /// message over the backend's size limit…).
+    /// message over the backend's size limit, a topic outside the streams…): trying again
+    /// will not help.
     #[error("message refused: {0}")]
     Refused(String),
 }

@@ -59,7 +59,7 @@ pub const SRV_PRIORITY: &str = "priority";
 ///
 /// [`lookup`](Registry::lookup) resolves the name now. [`watch`](Registry::watch) resolves
 /// it at once, then again when the answer's TTL runs out but no sooner than the minimum
-/// interval (1 s by default), reporting a [`Change`] when the set of nodes changed. A name
+/// interval (1 s by default), reporting a [`Change`](super::Change) when the set of nodes changed. A name
 /// with no records has no nodes. A resolution that fails or takes longer than the
 /// [`timeout`](Self::timeout) (5 s by default) is a [`RegistryError::Unavailable`] naming the
 /// DNS name and the name servers, and ends the watch (the client's registry cache then keeps

@@ -66,7 +66,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 ///   knows; mDNS backs its queries off to one an hour, and answers a browser has are
 ///   only refreshed before they expire.
 /// - **watch** follows the same browse: first the nodes that resolved within the browse
-///   window, then one [`Change`] per change (a node resolved, changed, said goodbye or
+///   window, then one [`Change`](super::Change) per change (a node resolved, changed, said goodbye or
 ///   expired).
 ///
 /// Metadata travels in the TXT record, so it must fit it: keys of printable ASCII other
