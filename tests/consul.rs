@@ -12,7 +12,7 @@ use micro_otel::discovery::{Change, ConsulRegistry, Registration, Registry, Regi
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::consul_fake::{ConsulFake, Recorded, Status};
 use micro_otel_tests::discovery::{
-    answering_port, answering_ports, eventually, ids, lookup, next_change, request,
+    PutNode, answering_port, answering_ports, eventually, ids, lookup, next_change, request,
 };
 use micro_otel_tests::harness::Echo;
 use micro_otel_tests::harness::Spans;
@@ -66,22 +66,11 @@ async fn registered_nodes_are_found_with_their_metadata_until_deregistered() {
     let b = Node::new("b", "127.0.0.1:2")
         .with_metadata("zone", "west")
         .with_metadata("version", "2");
+    registry.put_node("svc", &a, LONG).await;
+    registry.put_node("svc", &b, LONG).await;
     registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new("svc", &b, LONG))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new(
-            "svc-other",
-            &Node::new("c", "127.0.0.1:3"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc-other", &Node::new("c", "127.0.0.1:3"), LONG)
+        .await;
     assert_eq!(lookup(&registry, "svc").await, [a.clone(), b.clone()]);
 
     // Another registry (another process) sees them too.
@@ -115,25 +104,13 @@ async fn the_requests_are_the_documented_paths_headers_and_json_fields() {
         .with_metadata("version", "1.2")
         .with_metadata("zone", "east");
     let ttl = Duration::from_secs(90);
-    registry
-        .register(Registration::new("echo", &node, ttl))
-        .await
-        .unwrap();
+    registry.put_node("echo", &node, ttl).await;
     // The heartbeat: nothing changed, so only the check is passed.
-    registry
-        .register(Registration::new("echo", &node, ttl))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new("echo", &node, ttl))
-        .await
-        .unwrap();
+    registry.put_node("echo", &node, ttl).await;
+    registry.put_node("echo", &node, ttl).await;
     // Changed metadata is registered again.
     let moved = node.clone().with_metadata("zone", "west");
-    registry
-        .register(Registration::new("echo", &moved, ttl))
-        .await
-        .unwrap();
+    registry.put_node("echo", &moved, ttl).await;
     assert_eq!(lookup(&registry, "echo").await, [moved]);
     registry.deregister("echo", "echo-1").await.unwrap();
 
@@ -192,24 +169,15 @@ async fn a_node_whose_heartbeats_stop_turns_critical_leaves_lookups_then_is_remo
     let gone = Node::new("gone", "127.0.0.1:1");
     let kept = Node::new("kept", "127.0.0.1:2");
     let started = Instant::now();
-    registry
-        .register(Registration::new("svc", &gone, ttl))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new("svc", &kept, ttl))
-        .await
-        .unwrap();
+    registry.put_node("svc", &gone, ttl).await;
+    registry.put_node("svc", &kept, ttl).await;
     assert_eq!(ids(&lookup(&registry, "svc").await), ["gone", "kept"]);
     let heartbeat = tokio::spawn({
         let (registry, kept) = (registry.clone(), kept.clone());
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                registry
-                    .register(Registration::new("svc", &kept, ttl))
-                    .await
-                    .unwrap();
+                registry.put_node("svc", &kept, ttl).await;
             }
         }
     });
@@ -262,10 +230,7 @@ async fn a_heartbeat_after_the_agent_forgot_the_node_registers_it_again() {
     let consul = ConsulFake::start().await;
     let registry = ConsulRegistry::new(consul.address());
     let a = Node::new("a", "127.0.0.1:1");
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
     consul.forget_everything();
     consul.take_requests();
 
@@ -284,10 +249,7 @@ async fn a_heartbeat_after_the_agent_forgot_the_node_registers_it_again() {
     assert_eq!(lookup(&registry, "svc").await, std::slice::from_ref(&a));
     // And the next heartbeat only passes the check again.
     consul.take_requests();
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
     assert_eq!(
         lines(&consul.take_requests()),
         ["PUT /v1/agent/check/pass/service:a"]
@@ -299,10 +261,7 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
     let consul = ConsulFake::start().await;
     let registry = ConsulRegistry::new(consul.address()).with_wait(Duration::from_secs(30));
     let a = Node::new("a", "127.0.0.1:1");
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
 
     let mut watch = ConsulRegistry::new(consul.address())
         .with_wait(Duration::from_secs(30))
@@ -314,10 +273,7 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
     let first_index = consul.index();
 
     let b = Node::new("b", "127.0.0.1:2").with_metadata("zone", "east");
-    registry
-        .register(Registration::new("svc", &b, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &b, LONG).await;
     let added = next_change(&mut watch).await;
     assert_eq!(ids(&added.nodes), ["a", "b"]);
     assert_eq!(added.added, std::slice::from_ref(&b));
@@ -325,23 +281,12 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
 
     // A heartbeat moves nothing; a node of another service moves the index but not the
     // nodes; a move is a removal and an addition.
+    registry.put_node("svc", &a, LONG).await;
     registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new(
-            "svc-other",
-            &Node::new("c", "127.0.0.1:3"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc-other", &Node::new("c", "127.0.0.1:3"), LONG)
+        .await;
     let b_moved = Node::new("b", "127.0.0.1:4").with_metadata("zone", "east");
-    registry
-        .register(Registration::new("svc", &b_moved, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &b_moved, LONG).await;
     let moved = next_change(&mut watch).await;
     assert_eq!(
         (moved.added, moved.removed),
@@ -357,9 +302,8 @@ async fn a_watch_follows_blocking_queries_reporting_additions_removals_and_expir
     // A node whose heartbeats stop leaves the watch when its check turns critical.
     let short = Node::new("short", "127.0.0.1:5");
     registry
-        .register(Registration::new("svc", &short, Duration::from_secs(1)))
-        .await
-        .unwrap();
+        .put_node("svc", &short, Duration::from_secs(1))
+        .await;
     let came = next_change(&mut watch).await;
     assert_eq!(came.added, std::slice::from_ref(&short));
     let started = Instant::now();
@@ -406,13 +350,8 @@ async fn a_watch_starts_over_with_a_plain_read_when_the_index_goes_backwards() {
     let registry = ConsulRegistry::new(consul.address()).with_wait(Duration::from_secs(1));
     for i in 0..5 {
         registry
-            .register(Registration::new(
-                "svc",
-                &Node::new(format!("n{i}"), "127.0.0.1:1"),
-                LONG,
-            ))
-            .await
-            .unwrap();
+            .put_node("svc", &Node::new(format!("n{i}"), "127.0.0.1:1"), LONG)
+            .await;
     }
     let mut watch = follow(registry.watch("svc"));
     let first = watch.recv().await.expect("the current nodes").unwrap();
@@ -424,10 +363,7 @@ async fn a_watch_starts_over_with_a_plain_read_when_the_index_goes_backwards() {
     // its wait, answers with the lower index, and the watch starts over.
     consul.set_index(1);
     let late = Node::new("late", "127.0.0.1:2");
-    registry
-        .register(Registration::new("svc", &late, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &late, LONG).await;
     let started = Instant::now();
     let change = tokio::time::timeout(Duration::from_secs(10), watch.recv())
         .await
@@ -598,13 +534,8 @@ async fn a_watch_fails_naming_the_blocking_query_when_the_agent_goes_away() {
     let address = consul.address();
     let registry = ConsulRegistry::new(&address);
     registry
-        .register(Registration::new(
-            "svc",
-            &Node::new("a", "127.0.0.1:1"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc", &Node::new("a", "127.0.0.1:1"), LONG)
+        .await;
     let mut watch = follow(registry.watch("svc"));
     let first = watch.recv().await.expect("the current nodes").unwrap();
     assert_eq!(ids(&first.nodes), ["a"]);

@@ -12,7 +12,7 @@ use micro_otel::call::Node;
 use micro_otel::discovery::{EtcdRegistry, Registration, Registry, RegistryError};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::discovery::{
-    answering_port, answering_ports, eventually, ids, lookup, next_change, request,
+    PutNode, answering_port, answering_ports, eventually, ids, lookup, next_change, request,
 };
 use micro_otel_tests::etcd::{Etcd, free_ports};
 use micro_otel_tests::harness::echo::{self, EchoClient};
@@ -30,22 +30,11 @@ async fn registered_nodes_are_found_with_their_metadata_until_deregistered() {
     let b = Node::new("b", "127.0.0.1:2")
         .with_metadata("zone", "west")
         .with_metadata("version", "2");
+    registry.put_node("svc", &a, LONG).await;
+    registry.put_node("svc", &b, LONG).await;
     registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new("svc", &b, LONG))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new(
-            "svc-other",
-            &Node::new("c", "127.0.0.1:3"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc-other", &Node::new("c", "127.0.0.1:3"), LONG)
+        .await;
     assert_eq!(lookup(&registry, "svc").await, [a.clone(), b.clone()]);
 
     // go-micro's layout: one key per node under /micro/registry/{service}/.
@@ -89,13 +78,8 @@ async fn an_entry_that_is_not_a_node_is_skipped_by_lookup_and_watch() {
         .await
         .unwrap();
     registry
-        .register(Registration::new(
-            "svc",
-            &Node::new("a", "127.0.0.1:1"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc", &Node::new("a", "127.0.0.1:1"), LONG)
+        .await;
     assert_eq!(ids(&lookup(&registry, "svc").await), ["a"]);
 
     let mut watch = registry.watch("svc");
@@ -108,13 +92,8 @@ async fn an_entry_that_is_not_a_node_is_skipped_by_lookup_and_watch() {
     .await
     .unwrap();
     registry
-        .register(Registration::new(
-            "svc",
-            &Node::new("b", "127.0.0.1:2"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc", &Node::new("b", "127.0.0.1:2"), LONG)
+        .await;
     let change = next_change(&mut watch).await;
     assert_eq!(
         (ids(&change.nodes), ids(&change.added)),
@@ -132,24 +111,15 @@ async fn a_node_that_stops_re_registering_expires_while_one_that_keeps_on_stays(
     let gone = Node::new("gone", "127.0.0.1:1");
     let kept = Node::new("kept", "127.0.0.1:2");
     let started = Instant::now();
-    registry
-        .register(Registration::new("svc", &gone, ttl))
-        .await
-        .unwrap();
-    registry
-        .register(Registration::new("svc", &kept, ttl))
-        .await
-        .unwrap();
+    registry.put_node("svc", &gone, ttl).await;
+    registry.put_node("svc", &kept, ttl).await;
     let heartbeats = Arc::new(AtomicUsize::new(0));
     let heartbeat = tokio::spawn({
         let (registry, kept, heartbeats) = (registry.clone(), kept.clone(), heartbeats.clone());
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(400)).await;
-                registry
-                    .register(Registration::new("svc", &kept, ttl))
-                    .await
-                    .unwrap();
+                registry.put_node("svc", &kept, ttl).await;
                 heartbeats.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -185,27 +155,16 @@ async fn re_registering_refreshes_one_lease_per_node_and_deregistering_revokes_i
     let registry = etcd.registry().await;
     let a = Node::new("a", "127.0.0.1:1");
     for _ in 0..20 {
-        registry
-            .register(Registration::new("svc", &a, LONG))
-            .await
-            .unwrap();
+        registry.put_node("svc", &a, LONG).await;
     }
     registry
-        .register(Registration::new(
-            "svc",
-            &Node::new("b", "127.0.0.1:2"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc", &Node::new("b", "127.0.0.1:2"), LONG)
+        .await;
     assert_eq!(etcd.leases().await.len(), 2, "one lease per node");
 
     // A new TTL takes a new lease; the old one is revoked.
     let before = etcd.leases().await;
-    registry
-        .register(Registration::new("svc", &a, Duration::from_secs(30)))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, Duration::from_secs(30)).await;
     let after = etcd.leases().await;
     assert_eq!(after.len(), 2);
     assert_ne!(before, after);
@@ -213,9 +172,8 @@ async fn re_registering_refreshes_one_lease_per_node_and_deregistering_revokes_i
     // A changed address is written under the same lease.
     let moved = Node::new("a", "127.0.0.1:9");
     registry
-        .register(Registration::new("svc", &moved, Duration::from_secs(30)))
-        .await
-        .unwrap();
+        .put_node("svc", &moved, Duration::from_secs(30))
+        .await;
     assert_eq!(etcd.leases().await, after);
     assert!(lookup(&registry, "svc").await.contains(&moved));
 
@@ -231,10 +189,7 @@ async fn re_registering_after_etcd_lost_its_data_creates_the_node_and_lease_agai
     let mut etcd = Etcd::start().await;
     let registry = etcd.registry().await;
     let a = Node::new("a", "127.0.0.1:1");
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
     etcd.restart_empty().await;
     assert!(etcd.leases().await.is_empty(), "etcd forgot the lease");
 
@@ -246,10 +201,7 @@ async fn re_registering_after_etcd_lost_its_data_creates_the_node_and_lease_agai
     assert_eq!(lookup(&registry, "svc").await, std::slice::from_ref(&a));
     assert_eq!(etcd.leases().await.len(), 1);
     // And the next heartbeat refreshes that lease.
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
     assert_eq!(etcd.leases().await.len(), 1);
 }
 
@@ -259,10 +211,7 @@ async fn a_watch_starts_with_the_current_nodes_then_reports_changes_and_fails_wh
     let mut etcd = Etcd::start().await;
     let registry = etcd.registry().await;
     let a = Node::new("a", "127.0.0.1:1");
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
 
     let mut watch = etcd.registry().await.watch("svc");
     let first = next_change(&mut watch).await;
@@ -271,25 +220,16 @@ async fn a_watch_starts_with_the_current_nodes_then_reports_changes_and_fails_wh
     assert!(first.removed.is_empty());
 
     let b = Node::new("b", "127.0.0.1:2").with_metadata("zone", "east");
-    registry
-        .register(Registration::new("svc", &b, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &b, LONG).await;
     let added = next_change(&mut watch).await;
     assert_eq!(ids(&added.nodes), ["a", "b"]);
     assert_eq!(added.added, std::slice::from_ref(&b));
     assert!(added.removed.is_empty());
 
     // A heartbeat changes nothing; a move is a removal and an addition.
-    registry
-        .register(Registration::new("svc", &a, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &a, LONG).await;
     let b_moved = Node::new("b", "127.0.0.1:3").with_metadata("zone", "east");
-    registry
-        .register(Registration::new("svc", &b_moved, LONG))
-        .await
-        .unwrap();
+    registry.put_node("svc", &b_moved, LONG).await;
     let moved = next_change(&mut watch).await;
     assert_eq!(
         (moved.added, moved.removed),
@@ -304,13 +244,8 @@ async fn a_watch_starts_with_the_current_nodes_then_reports_changes_and_fails_wh
 
     // Nodes of other services are not reported.
     registry
-        .register(Registration::new(
-            "svc-other",
-            &Node::new("c", "127.0.0.1:4"),
-            LONG,
-        ))
-        .await
-        .unwrap();
+        .put_node("svc-other", &Node::new("c", "127.0.0.1:4"), LONG)
+        .await;
     registry.deregister("svc", "b").await.unwrap();
     let last = next_change(&mut watch).await;
     assert!(last.nodes.is_empty());

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use micro_otel::call::Node;
 use micro_otel::discovery::{MdnsRegistry, Registration, Registry};
-use micro_otel_tests::discovery::{eventually, ids, lookup, next_change};
+use micro_otel_tests::discovery::{PutNode, eventually, ids, lookup, next_change};
 use micro_otel_tests::harness::missing;
 
 /// Set (to the outer test's network namespace) for the inner tests.
@@ -322,18 +322,9 @@ mod inside {
         let a = Node::new("svc-a", "127.0.0.1:5001").with_metadata("zone", "a");
         let b = Node::new("svc-b", "127.0.0.1:5002").with_metadata("zone", "b");
         let other = Node::new("other-c", "127.0.0.1:5003");
-        server
-            .register(Registration::new("svc", &a, LONG))
-            .await
-            .unwrap();
-        server
-            .register(Registration::new("svc", &b, LONG))
-            .await
-            .unwrap();
-        server
-            .register(Registration::new("svc-other", &other, LONG))
-            .await
-            .unwrap();
+        server.put_node("svc", &a, LONG).await;
+        server.put_node("svc", &b, LONG).await;
+        server.put_node("svc-other", &other, LONG).await;
 
         // A lookup listens one browse window (1.5 s) and returns what answered.
         let client = registry();
@@ -414,10 +405,7 @@ mod inside {
             .with_metadata("note", "a=b; spaces & ünïcødé")
             // The longest entry: 255 bytes.
             .with_metadata("blob", "x".repeat(255 - "blob=".len()));
-        server
-            .register(Registration::new("meta", &node, LONG))
-            .await
-            .unwrap();
+        server.put_node("meta", &node, LONG).await;
 
         // The largest TXT record allowed, 1300 bytes, still goes through.
         let mut big = Node::new("meta-big", "127.0.0.1:5011");
@@ -427,10 +415,7 @@ mod inside {
         let room = 1300 - txt_size("meta", &big);
         big = big.with_metadata("k5", "z".repeat(room - 1 - "k5=".len()));
         assert_eq!(txt_size("meta", &big), 1300);
-        server
-            .register(Registration::new("meta", &big, LONG))
-            .await
-            .unwrap();
+        server.put_node("meta", &big, LONG).await;
 
         eventually(
             Duration::from_secs(10),
@@ -487,10 +472,7 @@ mod inside {
         let mut watch = client.watch("meta");
         assert_eq!(next_change(&mut watch).await.nodes.len(), 2);
         let moved = node.clone().with_metadata("zone", "eu-central-1");
-        server
-            .register(Registration::new("meta", &moved, LONG))
-            .await
-            .unwrap();
+        server.put_node("meta", &moved, LONG).await;
         let changed = next_change(&mut watch).await;
         assert_eq!(changed.added, std::slice::from_ref(&moved));
         assert_eq!(changed.removed, [node]);
@@ -566,19 +548,13 @@ mod inside {
         let quiet = Duration::from_secs(2);
         let node = Node::new("beat-1", "127.0.0.1:5020").with_metadata("zone", "a");
 
-        server
-            .register(Registration::new("beat", &node, LONG))
-            .await
-            .unwrap();
+        server.put_node("beat", &node, LONG).await;
         let announced = packets_until_quiet(&listener, quiet).await;
         assert!(announced > 0, "registering sends probes and announcements");
 
         let beats = Instant::now();
         for _ in 0..20 {
-            server
-                .register(Registration::new("beat", &node, LONG))
-                .await
-                .unwrap();
+            server.put_node("beat", &node, LONG).await;
         }
         let elapsed = beats.elapsed();
         let after_beats = packets_until_quiet(&listener, quiet).await;
@@ -590,10 +566,7 @@ mod inside {
 
         // A change is announced.
         let changed = node.with_metadata("zone", "b");
-        server
-            .register(Registration::new("beat", &changed, LONG))
-            .await
-            .unwrap();
+        server.put_node("beat", &changed, LONG).await;
         let reannounced = packets_until_quiet(&listener, quiet).await;
         assert!(reannounced > 0, "a changed node is announced again");
 

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use micro_otel::call::Node;
 use micro_otel::client::{Idempotent, RetryPolicy};
-use micro_otel::discovery::{
-    MemoryRegistry, Outcome, Registration, Registry, RoundRobin, Selector,
-};
+use micro_otel::discovery::{MemoryRegistry, Outcome, RoundRobin, Selector};
 use micro_otel::{Code, Context};
+use micro_otel_tests::discovery::PutNode;
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
 use micro_otel_tests::harness::{Echo, Spans, attr, service, span};
 use opentelemetry::trace::SpanKind;
@@ -38,9 +37,8 @@ async fn dead_node(registry: &MemoryRegistry, service: &str) -> Node {
     let node = Node::new("dead", closed.local_addr().unwrap().to_string());
     drop(closed);
     registry
-        .register(Registration::new(service, &node, Duration::from_secs(60)))
-        .await
-        .unwrap();
+        .put_node(service, &node, Duration::from_secs(60))
+        .await;
     node
 }
 

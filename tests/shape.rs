@@ -13,6 +13,7 @@ use micro_otel::discovery::{
 };
 use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Code, Context, Status};
+use micro_otel_tests::discovery::PutNode;
 use micro_otel_tests::harness::echo::{self, EchoClient, EchoRequest};
 use micro_otel_tests::harness::{Echo, Spans, service};
 
@@ -207,9 +208,8 @@ async fn a_selector_is_told_of_a_transport_failure() {
     let dead = Node::new("dead-1", closed.local_addr().unwrap().to_string());
     drop(closed);
     registry
-        .register(Registration::new("echo", &dead, Duration::from_secs(60)))
-        .await
-        .unwrap();
+        .put_node("echo", &dead, Duration::from_secs(60))
+        .await;
     #[derive(Default)]
     struct Recorder(Mutex<Vec<(String, Outcome)>>);
     impl Selector for Recorder {

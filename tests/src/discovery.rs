@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use micro_otel::discovery::{Change, Node, Registry, Watch};
+use micro_otel::discovery::{Change, Node, Registration, Registry, Watch};
 
 use crate::harness::echo::{EchoClient, EchoRequest};
 
@@ -13,6 +13,20 @@ pub fn ids(nodes: &[Node]) -> Vec<&str> {
     let mut ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     ids.sort_unstable();
     ids
+}
+
+/// Registering where the registry must accept it.
+pub trait PutNode {
+    /// Registers `node` of `service` for `ttl`; panics if the registry refuses.
+    fn put_node(&self, service: &str, node: &Node, ttl: Duration) -> impl Future<Output = ()>;
+}
+
+impl<R: Registry> PutNode for R {
+    async fn put_node(&self, service: &str, node: &Node, ttl: Duration) {
+        self.register(Registration::new(service, node, ttl))
+            .await
+            .unwrap_or_else(|e| panic!("registering {} of {service}: {e}", node.id));
+    }
 }
 
 /// The nodes of `service` in `registry`, sorted by id; the registry must answer.
