@@ -3,12 +3,13 @@
 //! endpoints and records every request: the tests assert both on what the registry does
 //! and on the exact requests it sent.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use micro_otel::call::Node;
-use micro_otel::discovery::{Change, ConsulRegistry, Registration, Registry, RegistryError, Watch};
+use micro_otel::discovery::{
+    Change, ConsulRegistry, Registration, Registry, RegistryError, RoundRobin, Watch,
+};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::consul_fake::{ConsulFake, Recorded, Status};
 use micro_otel_tests::discovery::{
@@ -587,8 +588,10 @@ async fn services_registered_in_consul_are_called_and_a_stopped_one_is_left_out(
     assert_eq!(lookup(&registry, "echo").await.len(), 2);
 
     // A client following Consul through its own registry.
+    // Round robin: both instances answer within a few calls, which the test counts on.
     let client = Client::builder()
-        .registry(Arc::new(ConsulRegistry::new(consul.address())))
+        .registry(ConsulRegistry::new(consul.address()))
+        .selector(RoundRobin::new())
         .build();
     let echo = EchoClient::new("echo", client);
     let reply = echo

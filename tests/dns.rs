@@ -221,7 +221,7 @@ async fn start_echoes(
 fn round_robin_client(registry: DnsRegistry, name: &str) -> EchoClient {
     let client = Client::builder()
         .registry(Arc::new(registry))
-        .selector(Arc::new(RoundRobin::new()))
+        .selector(RoundRobin::new())
         .build();
     EchoClient::new(name, client)
 }

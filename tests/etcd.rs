@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use micro_otel::call::Node;
-use micro_otel::discovery::{EtcdRegistry, Registration, Registry, RegistryError};
+use micro_otel::discovery::{EtcdRegistry, Registration, Registry, RegistryError, RoundRobin};
 use micro_otel::{Client, RunningService, Service};
 use micro_otel_tests::discovery::{
     PutNode, answering_port, answering_ports, eventually, ids, lookup, next_change, request,
@@ -323,8 +323,10 @@ async fn start_echo(registry: &EtcdRegistry, spans: &Spans) -> RunningService {
 
 /// A client that finds services through its own connection to `etcd`.
 async fn client(etcd: &Etcd) -> EchoClient {
+    // Round robin: every instance answers within a few calls, which the tests count on.
     let client = Client::builder()
-        .registry(Arc::new(etcd.registry().await))
+        .registry(etcd.registry().await)
+        .selector(RoundRobin::new())
         .build();
     EchoClient::new("echo", client)
 }
