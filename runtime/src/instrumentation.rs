@@ -9,10 +9,9 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use crate::trace::Tracing;
 use crate::wrapper::{Wrapper, Wrappers};
 
-/// Which built-in wrappers a service or a client runs, and where they report: set with
-/// [`ServiceConfig::instrumentation`](crate::ServiceConfig::instrumentation) or
-/// [`ClientConfig::instrumentation`](crate::client::ClientConfig::instrumentation), or take
-/// a [`Telemetry`](crate::telemetry::Telemetry)'s.
+/// Which built-in wrappers a service or a client runs, and where they report: given to
+/// `ServiceConfig::instrumentation` or `ClientConfig::instrumentation` (a `Telemetry` hands
+/// out one reporting to its providers).
 ///
 /// ```
 /// use micro_otel::{Instrumentation, Service};

@@ -85,8 +85,8 @@ fn scope() -> InstrumentationScope {
 
 /// Runs `future` inside `span`, a `tracing` span, so that the calls and publishes it makes
 /// are children of that span: the root of a trace that starts outside any handler (a job,
-/// a command, a demo). Needs the bridge [`Telemetry`](crate::telemetry::Telemetry)
-/// installs (feature `tracing-bridge`, on by default).
+/// a command, a demo). Needs the bridge `Telemetry` installs (feature `tracing-bridge`,
+/// on by default).
 ///
 /// ```no_run
 /// # async fn job() {}
