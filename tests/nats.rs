@@ -873,10 +873,6 @@ async fn a_message_nats_py_publishes_is_processed_under_its_traceparent() {
 
 /// Messages per second published and processed, core and JetStream, tracing on and off.
 /// Run with `cargo test -p micro-otel-tests --release --test nats -- --ignored --nocapture`.
-#[cfg_attr(
-    not(have_nats_server),
-    ignore = "needs nats-server: apt-get install nats-server"
-)]
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a check"]
 async fn throughput_core_and_jetstream_with_tracing_on_and_off() {

@@ -824,10 +824,6 @@ async fn throughput(
     rates
 }
 
-#[cfg_attr(
-    not(have_rabbitmq),
-    ignore = "needs RabbitMQ: apt-get install rabbitmq-server"
-)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: cargo test -p micro-otel-tests --test rabbitmq -- --ignored --nocapture"]
 async fn throughput_with_tracing_on_and_off() {

@@ -9,7 +9,9 @@
 //! |---|---|
 //! | [`call`] | what every operation shares: [`Context`], erased messages, [`call::Call`]/[`call::Reply`] |
 //! | [`wrapper`] | middleware around handlers and calls; tower interop |
-//! | [`trace`] | the tracing wrappers, propagation, semantic conventions |
+//! | [`metrics`] | the metrics wrappers: RPC and messaging durations, sizes, attempts |
+//! | [`semconv`] | OpenTelemetry semantic-convention names, the gRPC status classification |
+//! | [`trace`] | the tracing wrappers, W3C propagation |
 //! | [`discovery`] | registries, the registry cache, selectors |
 //! | [`broker`] | pub/sub: brokers, typed publishers and subscribers |
 //! | [`client`] | [`Client`]: the call chain (wrappers, selection, transport), channel pool |
@@ -26,6 +28,8 @@ pub mod client;
 pub mod discovery;
 pub mod environment;
 mod instrumentation;
+pub mod metrics;
+pub mod semconv;
 pub mod server;
 pub mod service;
 pub mod telemetry;

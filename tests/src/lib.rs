@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod discovery;
 pub mod etcd;
 pub mod harness;
+pub mod meters;
 pub mod nats;
 pub mod otlp;
 pub mod pubsub;

@@ -54,7 +54,8 @@ pub struct SubscriberStats(Arc<Counters>);
 #[derive(Debug, Default)]
 struct Counters {
     handled: AtomicU64,
-    failed: AtomicU64,
+    /// Failures by status code.
+    failed: [AtomicU64; 17],
     undecodable: AtomicU64,
 }
 
@@ -66,7 +67,19 @@ impl SubscriberStats {
 
     /// Messages the handler (or a wrapper) failed.
     pub fn failed(&self) -> u64 {
-        self.0.failed.load(Ordering::Relaxed)
+        self.failures().map(|(_, count)| count).sum()
+    }
+
+    /// Failed messages by the status code they failed with (codes with none left out).
+    pub fn failures(&self) -> impl Iterator<Item = (tonic::Code, u64)> + '_ {
+        self.0
+            .failed
+            .iter()
+            .enumerate()
+            .filter_map(|(code, count)| {
+                let count = count.load(Ordering::Relaxed);
+                (count > 0).then(|| (tonic::Code::from_i32(code as i32), count))
+            })
     }
 
     /// Messages that did not decode as the subscriber's type (rejected: a broker with a
@@ -133,6 +146,15 @@ impl Subscriber {
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// What this subscription's processing is, on a broker of `system`.
+    pub(crate) fn messaging(&self, system: &'static str) -> Messaging {
+        let messaging = Messaging::process(self.topic.clone(), system);
+        match &self.group {
+            Some(group) => messaging.group(group.clone()),
+            None => messaging,
+        }
     }
 
     /// The counters of this subscription.
@@ -224,7 +246,7 @@ impl Subscriber {
                 }
             }
             (Err(status), settle) => {
-                self.stats.0.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.0.failed[status.code() as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(topic = %self.topic, %status, "a message handler failed");
                 match settle {
                     Some(settle) => settle.nack().await,

@@ -50,7 +50,7 @@ pub struct Target(Arc<Parsed>);
 /// A target as parsed once, shared by every call to it.
 #[derive(Debug, PartialEq, Eq)]
 struct Parsed {
-    name: Box<str>,
+    name: Arc<str>,
     address: NetAddress,
     direct: bool,
 }
@@ -90,6 +90,11 @@ impl Target {
     /// The target as given.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The target as given, shared (an attribute value without a copy).
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        self.0.name.clone()
     }
 
     /// Whether the target is an address rather than a registry name.

@@ -409,19 +409,18 @@ impl ClientConfig {
             .registry
             .unwrap_or_else(|| Arc::new(MemoryRegistry::global()));
         let cache = Cache::new(registry).on_removed(move |node| evict.remove(&node.address));
+        let chains = self.instrumentation.chains();
         let selection = Selection::new(
             cache,
             self.selector.unwrap_or_else(|| Arc::new(Random)),
             Transport::new(pool.clone()),
             self.retry,
             self.ejection.unwrap_or(EJECTION),
+            chains.metrics().map(|m| m.attempts()),
         );
         Client {
             inner: Arc::new(Inner {
-                chain: Chain::new(
-                    self.instrumentation.chains().outgoing(&self.wrappers),
-                    selection.clone(),
-                ),
+                chain: Chain::new(chains.outgoing(&self.wrappers), selection.clone()),
                 selection,
                 pool,
                 timeout: self.timeout,

@@ -14,9 +14,10 @@ use tonic::Status;
 
 use super::retry::{Budget, Idempotent, RetryPolicy, retryable};
 use super::transport::Transport;
-use crate::call::{BoxFuture, Call, Node, Target};
+use crate::call::{BoxFuture, Call, Method, Node, Target};
 use crate::discovery::{Cache, Nodes, Outcome, Selector};
-use crate::trace::semconv;
+use crate::metrics::Attempts;
+use crate::semconv;
 use crate::wrapper::{Reply, Terminal};
 
 /// Between the call wrappers and the transport: a wrapper sees the chosen node on the
@@ -32,6 +33,8 @@ struct Shared {
     retry: RetryPolicy,
     budget: Budget,
     ejection: Ejection,
+    /// Where each attempt is recorded, when metrics are on.
+    attempts: Option<Attempts>,
 }
 
 impl Selection {
@@ -41,6 +44,7 @@ impl Selection {
         transport: Transport,
         retry: RetryPolicy,
         cooling: Duration,
+        attempts: Option<Attempts>,
     ) -> Self {
         Self(Arc::new(Shared {
             cache,
@@ -49,6 +53,7 @@ impl Selection {
             budget: retry.new_budget(),
             retry,
             ejection: Ejection::new(cooling),
+            attempts,
         }))
     }
 }
@@ -217,6 +222,7 @@ impl Shared {
         // The call's span, kept only when it records: it gets the node that answered.
         let recording = call.ctx.otel().has_active_span() && call.ctx.otel().span().is_recording();
         let span = recording.then(|| call.ctx.otel().clone());
+        let retries = Retries::of(self.attempts.as_ref(), &call);
         let mut tried: Vec<Arc<Node>> = Vec::new();
         let mut attempt = 1;
         loop {
@@ -242,6 +248,7 @@ impl Shared {
                         record_peer(span, &node);
                     }
                     reply.set_node(Some(node));
+                    retries.record(attempt);
                     return Ok(reply);
                 }
                 Err(status) => status,
@@ -254,6 +261,7 @@ impl Shared {
                 if let Some(span) = &span {
                     record_peer(span, &node);
                 }
+                retries.record(attempt);
                 return Err(status);
             };
             if let Some(span) = &span {
@@ -268,13 +276,45 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Sends one attempt over the transport, recording it when metrics are on.
+    fn attempt(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
+        match &self.attempts {
+            Some(attempts) => {
+                let transport = self.transport.clone();
+                Box::pin(attempts.attempt(call, move |c| transport.call(c)))
+            }
+            None => self.transport.call(call),
+        }
+    }
+}
+
 impl Terminal for Selection {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
         if !needs_pick(&call) {
-            return self.0.transport.call(call);
+            return self.0.attempt(call);
         }
         let shared = self.0.clone();
-        Box::pin(async move { shared.run(call, |c| shared.transport.call(c)).await })
+        Box::pin(async move { shared.run(call, |c| shared.attempt(c)).await })
+    }
+}
+
+/// What the retries of one call are recorded against, when metrics are on.
+struct Retries<'a>(Option<(&'a Attempts, &'static Method, Target)>);
+
+impl<'a> Retries<'a> {
+    fn of(attempts: Option<&'a Attempts>, call: &Call) -> Self {
+        Self(attempts.and_then(|attempts| {
+            let method = call.ctx.method()?;
+            Some((attempts, method, call.ctx.target()?.clone()))
+        }))
+    }
+
+    /// Records a call that ended on its `attempt`th attempt.
+    fn record(&self, attempt: u32) {
+        if let Some((attempts, method, target)) = &self.0 {
+            attempts.retried(method, target, attempt - 1);
+        }
     }
 }
 

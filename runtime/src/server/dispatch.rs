@@ -94,20 +94,18 @@ impl Dispatch {
         }
     }
 
-    /// Answers one HTTP/2 gRPC request.
+    /// Answers one HTTP/2 gRPC request, or says UNIMPLEMENTED for a method this service
+    /// does not have.
     pub(crate) fn serve(
         &self,
         req: http::Request<HttpBody>,
-    ) -> BoxFuture<http::Response<HttpBody>> {
+    ) -> Result<BoxFuture<http::Response<HttpBody>>, Status> {
         match self.inner.methods.get(req.uri().path()) {
-            Some(route) => Box::pin(dispatch(route.clone(), req)),
-            None => {
-                let status = Status::unimplemented(format!(
-                    "method {} is not implemented by this server",
-                    req.uri().path()
-                ));
-                Box::pin(async move { status.into_http() })
-            }
+            Some(route) => Ok(Box::pin(dispatch(route.clone(), req))),
+            None => Err(Status::unimplemented(format!(
+                "method {} is not implemented by this server",
+                req.uri().path()
+            ))),
         }
     }
 }
@@ -204,8 +202,13 @@ impl tower_service::Service<http::Request<HttpBody>> for Dispatch {
     }
 
     fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
-        let fut = self.serve(req);
-        Box::pin(async move { Ok(fut.await) })
+        let answer = self.serve(req);
+        Box::pin(async move {
+            Ok(match answer {
+                Ok(answer) => answer.await,
+                Err(status) => status.into_http(),
+            })
+        })
     }
 }
 

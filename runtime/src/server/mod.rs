@@ -24,15 +24,26 @@ pub use dispatch::{Dispatch, DispatchBuilder};
 pub use tonic::server::NamedService;
 
 use crate::call::BoxFuture;
+use crate::metrics::Metrics;
 use crate::wrapper::HttpStack;
 
 /// All services of one server, by fully qualified proto service name.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Mux {
     services: HashMap<&'static str, Dispatch>,
+    /// Where requests for unknown methods are counted, when metrics are on.
+    metrics: Option<Metrics>,
 }
 
 impl Mux {
+    /// A server with no services yet, counting requests for unknown methods in `metrics`.
+    pub(crate) fn new(metrics: Option<Metrics>) -> Self {
+        Self {
+            services: HashMap::new(),
+            metrics,
+        }
+    }
+
     /// Adds a service; a second set of routes for the same service is refused.
     pub(crate) fn add(&mut self, routes: Dispatch) -> Result<(), Dispatch> {
         match self.services.entry(routes.service_name()) {
@@ -46,13 +57,17 @@ impl Mux {
 
     fn serve(&self, req: http::Request<HttpBody>) -> BoxFuture<http::Response<HttpBody>> {
         let service = req.uri().path().split('/').nth(1).unwrap_or_default();
-        match self.services.get(service) {
-            Some(routes) => routes.serve(req),
-            None => {
-                let status = Status::unimplemented(format!("unknown service {service:?}"));
-                Box::pin(async move { status.into_http() })
-            }
+        let status = match self.services.get(service) {
+            Some(routes) => match routes.serve(req) {
+                Ok(answer) => return answer,
+                Err(status) => status,
+            },
+            None => Status::unimplemented(format!("unknown service {service:?}")),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.unknown_method(&status);
         }
+        Box::pin(async move { status.into_http() })
     }
 }
 

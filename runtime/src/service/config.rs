@@ -202,11 +202,12 @@ impl ServiceConfig {
                 publish_wrappers: chains.outgoing(&self.publish_wrappers),
                 subscriber_wrappers: chains.incoming(&self.subscriber_wrappers),
                 subscribers: Mutex::new(Some(Vec::new())),
-                mux: Mutex::new(Some(Mux::default())),
+                mux: Mutex::new(Some(Mux::new(chains.metrics().cloned()))),
                 register_ttl,
                 register_interval,
                 grace_period: self.grace_period,
-                tracer_provider: self.instrumentation.provider().cloned(),
+                metrics: chains.metrics().cloned(),
+                instrumentation: self.instrumentation,
             }),
         }
     }

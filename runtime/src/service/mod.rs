@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use rand::Rng;
 
 pub use config::ServiceConfig;
@@ -27,6 +26,8 @@ use crate::broker::{Broker, Publisher, Subscriber, SubscriberStats};
 use crate::client::Client;
 use crate::discovery::{Node, Registration, Registry};
 use crate::environment::ConfigError;
+use crate::instrumentation::Instrumentation;
+use crate::metrics::Metrics;
 use crate::server::{Dispatch, Mux, RunningServer};
 use crate::wrapper::{HttpStack, Wrappers};
 
@@ -59,7 +60,10 @@ struct Inner {
     register_ttl: Duration,
     register_interval: Duration,
     grace_period: Duration,
-    tracer_provider: Option<SdkTracerProvider>,
+    /// The built-in wrappers' settings, whose providers are flushed at stop.
+    instrumentation: Instrumentation,
+    /// The instruments subscriptions report their counters through, when metrics are on.
+    metrics: Option<Metrics>,
 }
 
 impl Service {
@@ -189,6 +193,10 @@ impl Service {
             .take()
             .unwrap_or_default();
         for subscriber in subscribers {
+            if let Some(metrics) = &inner.metrics {
+                let messaging = subscriber.messaging(inner.broker.system());
+                metrics.observe_subscription(&messaging, subscriber.stats());
+            }
             let started = subscriber
                 .start(
                     inner.broker.clone(),

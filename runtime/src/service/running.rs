@@ -98,7 +98,7 @@ impl RunningService {
     }
 
     /// Deregisters, stops taking messages and calls, waits for the messages and calls in
-    /// flight (up to the grace period each) and flushes spans. Messages taken but not
+    /// flight (up to the grace period each) and flushes spans and metrics. Messages taken but not
     /// settled stay with the broker (a redelivering broker sends them again).
     pub async fn stop(self) -> Result<(), ServiceError> {
         if let Some(heartbeat) = &self.heartbeat {
@@ -118,11 +118,9 @@ impl RunningService {
             tracing::warn!(service = %self.inner.name, "message handlers did not finish within the grace period");
         }
         self.server.stop().await;
-        if let Some(provider) = self.inner.tracer_provider.clone() {
-            let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
-            if let Ok(Err(e)) = flushed {
-                tracing::warn!(error = %e, "flushing spans at shutdown failed");
-            }
+        if self.inner.instrumentation.has_providers() {
+            let instrumentation = self.inner.instrumentation.clone();
+            let _ = tokio::task::spawn_blocking(move || instrumentation.flush()).await;
         }
         tracing::info!(service = %self.inner.name, "service stopped");
         deregistered.map_err(ServiceError::from)

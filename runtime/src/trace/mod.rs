@@ -7,14 +7,12 @@
 //! one span for its whole life, ended when the stream ends.
 
 pub mod propagation;
-pub mod semconv;
 pub mod w3c;
 
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use futures_util::Stream;
 use opentelemetry::context::FutureExt as _;
@@ -27,9 +25,10 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::Status;
 
 use crate::call::{
-    AnyMessage, AnyMessageStream, BoxFuture, Call, Context, MessagingKind, Operation, Payload,
-    Reply, SpanSource, StreamEnd,
+    AnyMessage, AnyMessageStream, BoxFuture, Call, Context, Ended, Ending, MessagingKind,
+    Operation, Payload, Reply, SpanSource, Watch,
 };
+use crate::semconv;
 use crate::wrapper::{Next, Wrapper};
 use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
 
@@ -149,11 +148,21 @@ fn traced(
 ) -> BoxFuture<Result<Reply, Status>> {
     call.ctx.set_otel(cx.clone());
     call.ctx.set_tracer(tracer.clone());
-    let side = Side::of(&call.ctx);
-    let deadline = call.ctx.deadline();
+    let span = Watch::new(
+        OpenSpan {
+            cx: cx.clone(),
+            side: Side::of(&call.ctx),
+        },
+        call.ctx.deadline(),
+    );
     let fut = run_in(&cx, next, call);
-    let span = OpenSpan::new(cx, side, deadline);
-    Box::pin(async move { finish(span, fut.await) })
+    Box::pin(async move {
+        let mut reply = span.finish(fut.await)?;
+        if let Payload::Stream(inner) = reply.payload {
+            reply.payload = Payload::Stream(Box::pin(InSpan { inner, cx }));
+        }
+        Ok(reply)
+    })
 }
 
 /// What a span describes; decides its outcome attributes and which statuses are errors.
@@ -269,81 +278,20 @@ fn start_span(
     })
 }
 
-/// Ends the span of a finished call, or hands it to the reply stream to end later.
-fn finish(span: OpenSpan, result: Result<Reply, Status>) -> Result<Reply, Status> {
-    match result {
-        Ok(mut reply) if reply.payload.is_stream() => {
-            let cx = span.cx.clone();
-            reply.payload = match reply.payload.on_end(move |end| match end {
-                StreamEnd::Finished => span.end(None),
-                StreamEnd::Failed(status) => span.end(Some(status)),
-                StreamEnd::Dropped => drop(span),
-            }) {
-                Payload::Stream(inner) => Payload::Stream(Box::pin(InSpan { inner, cx })),
-                message => message,
-            };
-            Ok(reply)
-        }
-        Ok(reply) => {
-            span.end(None);
-            Ok(reply)
-        }
-        Err(status) => {
-            span.end(Some(&status));
-            Err(status)
-        }
-    }
-}
-
-/// An operation's span until its outcome is recorded. Dropped before that (the caller
-/// reset the stream, a deadline cut the call short, a stream was abandoned), it still
-/// ends the span with a status: DEADLINE_EXCEEDED once the deadline has passed, else
-/// CANCELLED.
+/// An operation's span until its outcome is recorded.
 struct OpenSpan {
     cx: opentelemetry::Context,
     side: Side,
-    deadline: Option<Instant>,
-    ended: bool,
 }
 
-impl OpenSpan {
-    fn new(cx: opentelemetry::Context, side: Side, deadline: Option<Instant>) -> Self {
-        Self {
-            cx,
-            side,
-            deadline,
-            ended: false,
-        }
-    }
-
-    /// Records the outcome (`None` for OK) and ends the span.
-    fn end(mut self, error: Option<&Status>) {
-        self.ended = true;
-        end_span(&self.cx, self.side, error);
-    }
-}
-
-impl Drop for OpenSpan {
-    fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        match self.deadline {
-            Some(deadline) if Instant::now() >= deadline => {
-                let status = Status::deadline_exceeded("deadline exceeded");
-                end_span(&self.cx, self.side, Some(&status));
-            }
-            // The caller stopped waiting (dropped the call, or a stream before its end): the
-            // span says CANCELLED, but the caller's own choice is no failure of the call.
-            _ => {
-                let status = Status::cancelled("cancelled by the caller before the call finished");
-                let side = match self.side {
-                    Side::RpcClient => Side::RpcServer,
-                    side => side,
-                };
-                end_span(&self.cx, side, Some(&status));
-            }
-        }
+impl Ending for OpenSpan {
+    fn ended(self, how: Ended<'_>) {
+        // The caller's own choice to stop waiting is no failure of the call.
+        let side = match (how, self.side) {
+            (Ended::Cancelled(_), Side::RpcClient) => Side::RpcServer,
+            (_, side) => side,
+        };
+        end_span(&self.cx, side, how.status());
     }
 }
 
