@@ -320,3 +320,64 @@ async fn metrics_switched_off_record_nothing() {
     assert!(meters.points().is_empty());
     running.stop().await.unwrap();
 }
+
+/// `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup` adds the older names to spans and metrics. The
+/// variable is read when instruments are made, so it is set for a child process only.
+#[test]
+fn rpc_dup_emits_the_older_names_too() {
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "rpc_dup_child", "--ignored", "--nocapture"])
+        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http,rpc/dup")
+        .output()
+        .expect("the child runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("1 passed"), "the child test ran: {said}");
+}
+
+/// Not a test of its own: run by `rpc_dup_emits_the_older_names_too` with the variable set.
+#[tokio::test]
+#[ignore = "run by rpc_dup_emits_the_older_names_too as a child process"]
+async fn rpc_dup_child() {
+    let meters = Meters::default();
+    let spans = micro_otel_tests::harness::Spans::default();
+    let service = Service::builder("echo")
+        .registry(MemoryRegistry::new())
+        .instrumentation(
+            meters
+                .instrumentation()
+                .tracing(true)
+                .tracer_provider(spans.provider()),
+        )
+        .build();
+    echo::register_echo_handler(&service, Echo::default()).unwrap();
+    let running = service.start().await.unwrap();
+    let echo = EchoClient::new("echo", service.client());
+    echo.unary(failing(Code::NotFound)).await.unwrap_err();
+    let old = [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "echo.v1.Echo"),
+        ("rpc.grpc.status_code", "5"),
+        ("rpc.status_code", "NOT_FOUND"),
+        ("rpc.response.status_code", "NOT_FOUND"),
+        ("rpc.system.name", "grpc"),
+    ];
+    for name in [SERVER, CLIENT] {
+        assert_eq!(
+            meters.total(name, &old),
+            1.0,
+            "{name} has both sets of names"
+        );
+    }
+    for span in spans.wait_for(2).await {
+        for (key, value) in old {
+            let got = micro_otel_tests::harness::attr(&span, key).map(|v| v.to_string());
+            assert_eq!(got.as_deref(), Some(value), "{} {key}", span.name);
+        }
+    }
+    running.stop().await.unwrap();
+}

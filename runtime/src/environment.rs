@@ -53,7 +53,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &str, value: &str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &str, value: &str, problem: impl Into<String>) -> Self {
         Self {
             setting: setting.to_owned(),
             value: value.to_owned(),

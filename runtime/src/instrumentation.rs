@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -27,6 +28,7 @@ use crate::wrapper::{Wrapper, Wrappers};
 pub struct Instrumentation {
     tracing: bool,
     metrics: bool,
+    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
     buckets: Buckets,
@@ -38,6 +40,7 @@ impl Default for Instrumentation {
         Self {
             tracing: true,
             metrics: true,
+            propagator: None,
             tracer_provider: None,
             meter_provider: None,
             buckets: Buckets::default(),
@@ -65,6 +68,13 @@ impl Instrumentation {
     /// Turns the metrics wrappers on (default) or off.
     pub fn metrics(mut self, enabled: bool) -> Self {
         self.metrics = enabled;
+        self
+    }
+
+    /// Carries trace context across the wire with `propagator` (default: W3C trace context
+    /// and baggage; a `Telemetry` passes on what `OTEL_PROPAGATORS` chose).
+    pub fn propagator(mut self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
+        self.propagator = Some(propagator);
         self
     }
 
@@ -116,9 +126,15 @@ impl Instrumentation {
     /// The built-in wrappers of each side, outermost first, with their instruments
     /// created once.
     pub(crate) fn chains(&self) -> Chains {
-        let tracing = self.tracing.then(|| match &self.tracer_provider {
-            Some(provider) => Tracing::new(provider),
-            None => Tracing::global(),
+        let tracing = self.tracing.then(|| {
+            let tracing = match &self.tracer_provider {
+                Some(provider) => Tracing::new(provider),
+                None => Tracing::global(),
+            };
+            match &self.propagator {
+                Some(propagator) => tracing.with_propagator(propagator.clone()),
+                None => tracing,
+            }
         });
         let metrics = self.metrics.then(|| {
             use opentelemetry::metrics::MeterProvider as _;

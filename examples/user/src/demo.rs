@@ -1,13 +1,14 @@
 //! The one-command demo: server and client in one process on embedded defaults (in-memory
-//! registry), every RPC kind of the user service, then the trace tree.
+//! registry), every RPC kind of the user service, then the trace tree and a table of the
+//! RPC metrics recorded.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use micro_otel::Service;
-use micro_otel::telemetry::{Telemetry, TraceTree};
+use micro_otel::telemetry::{MetricsTable, Telemetry, TraceTree};
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::trace::{TraceContextExt, Tracer};
 
 use crate::Users;
 use crate::store::Store;
@@ -16,12 +17,15 @@ use crate::user::{self, CreateUserRequest, GetUserRequest, ListUsersRequest, Wat
 /// Registry name of the service.
 pub const SERVICE_NAME: &str = "user.service";
 
-/// Runs the demo and returns what it prints: the calls made and the trace tree.
+/// Runs the demo and returns what it prints: the calls made, the trace tree and the metrics
+/// table.
 pub async fn run() -> anyhow::Result<String> {
-    let tree = TraceTree::new();
+    let (tree, table) = (TraceTree::new(), MetricsTable::new());
     let telemetry = Telemetry::builder(SERVICE_NAME)
         .version("1.0.0")
+        .no_export()
         .tree(tree.clone())
+        .metrics_table(table.clone())
         .init()?;
     let service = Service::builder(SERVICE_NAME)
         .version("1.0.0")
@@ -42,7 +46,7 @@ pub async fn run() -> anyhow::Result<String> {
     )?;
     let running = service.start().await?;
 
-    let tracer = telemetry.provider().tracer("user-demo");
+    let tracer = opentelemetry::global::tracer("user-demo");
     let root = tracer.start("user-demo");
     let cx = opentelemetry::Context::current_with_span(root);
     let mut out = format!("user.service listening on {}\n\n", running.local_addr());
@@ -60,6 +64,8 @@ pub async fn run() -> anyhow::Result<String> {
     telemetry.flush();
     out.push('\n');
     out.push_str(&tree.render());
+    out.push('\n');
+    out.push_str(&table.render());
     Ok(out)
 }
 

@@ -12,7 +12,7 @@
 //! | instrument | unit | attributes |
 //! |---|---|---|
 //! | `rpc.server.call.duration` | s | `rpc.system.name`, `rpc.method` (`_OTHER` for an unknown method), `rpc.response.status_code`, `error.type` (server errors only) |
-//! | `rpc.client.call.duration` | s | `rpc.system.name`, `rpc.method`, `rpc.response.status_code`, `error.type` (every non-OK code), `server.address`, `server.port` |
+//! | `rpc.client.call.duration` | s | `rpc.system.name`, `rpc.method`, `rpc.response.status_code`, `error.type` (every non-OK code but the caller's own cancelling), `server.address`, `server.port` |
 //! | `grpc.server.call.{sent,rcvd}_total_compressed_message_size` | By | `grpc.method`, `grpc.status` |
 //! | `grpc.client.attempt.started` | {attempt} | `grpc.method`, `grpc.target` |
 //! | `grpc.client.attempt.duration` | s | `grpc.method`, `grpc.target`, `grpc.status` |

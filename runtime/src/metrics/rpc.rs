@@ -391,11 +391,13 @@ impl Ending for Called {
     fn ended(self, how: Ended<'_>) {
         let code = code_of(how);
         let method = self.method;
+        // A caller that stopped waiting chose to: CANCELLED, but no failure (as on its span).
+        let error = !matches!(how, Ended::Cancelled(_));
         let attributes = self.instruments.attributes(
             method.full_name(),
             Some(method.service()),
             code,
-            true,
+            error,
             Some(&self.target),
         );
         self.instruments

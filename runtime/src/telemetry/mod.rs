@@ -1,5 +1,12 @@
-//! Telemetry setup: a tracer provider with OTLP export, sampling and batching, configured in
-//! code or through the standard `OTEL_*` environment variables.
+//! Telemetry setup: tracer, meter and logger providers, configured in code or through the
+//! standard `OTEL_*` environment variables, flushed together on shutdown.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `settings.rs` | code, then `OTEL_*`, then defaults, resolved in one place |
+//! | `export.rs` | the exporters: OTLP (gRPC, http/protobuf), console |
+//! | `sampling.rs` | [`Sampling`] and [`SamplingRules`] |
+//! | `tree.rs`, `table.rs` | the demo's console views: [`TraceTree`], [`MetricsTable`] |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), micro_otel::telemetry::TelemetryError> {
@@ -13,62 +20,69 @@
 //! # Ok(()) }
 //! ```
 
+mod export;
+mod sampling;
+mod settings;
+mod table;
 mod tree;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-#[cfg(feature = "tracing-bridge")]
-use opentelemetry::trace::TracerProvider as _;
-#[cfg(feature = "otlp")]
-use opentelemetry_otlp::{SpanExporter as OtlpExporter, WithExportConfig};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::Resource;
-#[cfg(feature = "otlp")]
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-#[cfg(feature = "tracing-bridge")]
-use tracing_subscriber::{Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
+};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
+pub use sampling::{Sampling, SamplingRules};
+pub use settings::Protocol;
+pub use table::MetricsTable;
 pub use tree::TraceTree;
+
+use crate::environment::ConfigError;
+use crate::trace::propagation::propagator;
+use settings::{InCode, Settings, process_env};
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TelemetryError {
-    /// The OTLP exporter could not be built (bad endpoint, no Tokio runtime...).
+    /// A setting (in code or an `OTEL_*` variable) that is out of range or names nothing
+    /// known.
+    #[error("telemetry: {0}")]
+    Config(#[from] ConfigError),
+    /// An OTLP exporter could not be built (bad endpoint, no Tokio runtime...).
     #[cfg(feature = "otlp")]
-    #[error("building the OTLP exporter for {endpoint}: {source}")]
+    #[error("building the OTLP {signal} exporter for {endpoint}: {source}")]
     Exporter {
-        /// The endpoint configured, or `OTEL_EXPORTER_OTLP_ENDPOINT`'s default.
+        /// `traces`, `metrics` or `logs`.
+        signal: &'static str,
+        /// The endpoint it was to send to.
         endpoint: String,
         /// What went wrong.
         source: opentelemetry_otlp::ExporterBuildError,
     },
-    /// A sampling ratio outside 0..=1.
-    #[error("sample ratio must be between 0 and 1, got {0}")]
-    SampleRatio(f64),
+    /// An OTLP header that is not valid gRPC metadata.
+    #[error("the OTLP header {header:?} is not valid gRPC metadata")]
+    Header {
+        /// The header's name.
+        header: String,
+    },
 }
 
-/// Where finished spans go.
-#[derive(Debug, Clone)]
-enum Export {
-    #[cfg(feature = "otlp")]
-    Otlp(Option<String>),
-    Tree(TraceTree),
-    Nowhere,
-}
-
-/// Configures a [`Telemetry`]. Anything not set here falls back to the `OTEL_*` variables
-/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`,
-/// `OTEL_RESOURCE_ATTRIBUTES`) and then to the SDK defaults.
+/// Configures a [`Telemetry`]. What is set here wins over the `OTEL_*` variables, which win
+/// over the specification's defaults (the README lists each variable); the one exception
+/// is the service name given to [`Telemetry::builder`], which `OTEL_SERVICE_NAME` replaces.
 #[derive(Debug, Clone)]
 pub struct TelemetryBuilder {
-    service_name: String,
+    code: InCode,
     version: Option<String>,
-    export: Export,
-    sample_ratio: Option<f64>,
-    max_queue_size: Option<usize>,
-    max_export_batch_size: Option<usize>,
-    scheduled_delay: Option<Duration>,
+    tree: Option<TraceTree>,
+    table: Option<MetricsTable>,
     install_global: bool,
 }
 
@@ -79,182 +93,335 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Exports over OTLP/gRPC to `endpoint`, e.g. `http://127.0.0.1:4317` (feature `otlp`,
-    /// on by default).
+    /// Exports all three signals over OTLP to `endpoint`, e.g. `http://127.0.0.1:4317`
+    /// (for http/protobuf, the base URL: `/v1/traces`... are appended).
     #[cfg(feature = "otlp")]
     pub fn otlp(mut self, endpoint: impl Into<String>) -> Self {
-        self.export = Export::Otlp(Some(endpoint.into()));
+        self.code.endpoint = Some(endpoint.into());
+        self.code.export = None;
         self
     }
 
-    /// Keeps spans in `tree` to print them (the console exporter of the demo).
+    /// The OTLP protocol: gRPC (default) or http/protobuf.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.code.protocol = Some(protocol);
+        self
+    }
+
+    /// Keeps spans in `tree` to print them (the demo's console view) instead of exporting
+    /// them.
     pub fn tree(mut self, tree: TraceTree) -> Self {
-        self.export = Export::Tree(tree);
+        self.tree = Some(tree);
+        self.code.traces_elsewhere = true;
         self
     }
 
-    /// Drops every span (tracing still propagates context).
+    /// Also keeps the RPC durations in `table`, to print them per method.
+    pub fn metrics_table(mut self, table: MetricsTable) -> Self {
+        self.table = Some(table);
+        self
+    }
+
+    /// Exports nothing (a tree or table set here still fills): tracing still propagates
+    /// context and metrics are still recorded.
     pub fn no_export(mut self) -> Self {
-        self.export = Export::Nowhere;
+        self.code.export = Some(false);
+        self.code.endpoint = None;
         self
     }
 
-    /// Samples this fraction of new traces; calls with a parent follow the parent's decision.
-    pub fn sample_ratio(mut self, ratio: f64) -> Self {
-        self.sample_ratio = Some(ratio);
+    /// Samples this fraction of new traces; calls with a parent follow the parent's
+    /// decision (`parentbased_traceidratio`).
+    pub fn sample_ratio(self, ratio: f64) -> Self {
+        self.sampling(Sampling::ParentBased(Box::new(Sampling::Ratio(ratio))))
+    }
+
+    /// Which traces are recorded (default: `OTEL_TRACES_SAMPLER`, else every new trace and
+    /// what the parent decided for the rest).
+    pub fn sampling(mut self, sampling: Sampling) -> Self {
+        self.code.sampling = Some(sampling);
         self
     }
 
-    /// Spans queued for export before new ones are dropped.
+    /// Spans queued for export before new ones are dropped (`OTEL_BSP_MAX_QUEUE_SIZE`).
     pub fn max_queue_size(mut self, size: usize) -> Self {
-        self.max_queue_size = Some(size);
+        self.code.spans.max_queue_size = Some(size);
         self
     }
 
-    /// Spans sent in one export.
+    /// Spans sent in one export (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
     pub fn max_export_batch_size(mut self, size: usize) -> Self {
-        self.max_export_batch_size = Some(size);
+        self.code.spans.max_export_batch_size = Some(size);
         self
     }
 
-    /// Longest wait between exports.
+    /// Longest wait between span exports (`OTEL_BSP_SCHEDULE_DELAY`).
     pub fn scheduled_delay(mut self, delay: Duration) -> Self {
-        self.scheduled_delay = Some(delay);
+        self.code.spans.scheduled_delay = Some(delay);
         self
     }
 
-    /// Whether to install the provider as the global one, the W3C propagators globally, and
-    /// a `tracing` subscriber bridging `tracing` spans to OpenTelemetry (default: yes).
+    /// Time between metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, default 60 s).
+    pub fn metric_interval(mut self, interval: Duration) -> Self {
+        self.code.metric_interval = Some(interval);
+        self
+    }
+
+    /// Whether `tracing` events become log records (default: yes, unless
+    /// `OTEL_LOGS_EXPORTER=none`).
+    pub fn logs(mut self, enabled: bool) -> Self {
+        self.code.logs = Some(enabled);
+        self
+    }
+
+    /// Whether to install the providers and the propagator globally, with a `tracing`
+    /// subscriber that bridges `tracing` spans to OpenTelemetry and turns its events into
+    /// log records (default: yes).
     pub fn install_global(mut self, install: bool) -> Self {
         self.install_global = install;
         self
     }
 
-    /// Builds the provider. With OTLP export it must be called inside a Tokio runtime.
+    /// Builds the providers. With OTLP export it must be called inside a Tokio runtime.
     pub fn init(self) -> Result<Telemetry, TelemetryError> {
-        let mut resource = Resource::builder().with_service_name(self.service_name.clone());
-        if let Some(version) = &self.version {
-            resource = resource.with_attribute(KeyValue::new("service.version", version.clone()));
+        let settings = Settings::resolve(&self.code, &process_env)?;
+        let propagator = propagator(
+            settings.propagators.trace_context,
+            settings.propagators.baggage,
+        );
+        if settings.disabled {
+            return Ok(Telemetry {
+                tracer: None,
+                meter: None,
+                logger: None,
+                propagator,
+            });
         }
-        let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
-        if let Some(ratio) = self.sample_ratio {
-            if !(0.0..=1.0).contains(&ratio) {
-                return Err(TelemetryError::SampleRatio(ratio));
+        let resource = resource(&settings.service_name, self.version.as_deref());
+        let mut spans = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_sampler(settings.sampling.sampler(&settings.service_name));
+        if let Some(tree) = self.tree {
+            spans = spans.with_simple_exporter(tree);
+        }
+        let tracer = export::spans(spans, &settings)?.build();
+        let mut meters = SdkMeterProvider::builder().with_resource(resource.clone());
+        if settings.exponential_histograms {
+            meters = meters.with_view(exponential);
+        }
+        if let Some(table) = self.table {
+            // Read when flushed; the interval never comes round in a demo.
+            let reader = PeriodicReader::builder(table)
+                .with_interval(Duration::from_secs(24 * 3600))
+                .build();
+            meters = meters.with_reader(reader);
+        }
+        let meter = export::metrics(meters, &settings)?.build();
+        let logger = match settings.logs.is_empty() {
+            true => None,
+            false => {
+                let logs = SdkLoggerProvider::builder().with_resource(resource);
+                Some(export::logs(logs, &settings)?.build())
             }
-            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
-                Sampler::TraceIdRatioBased(ratio),
-            )));
-        }
-        let provider = match self.export {
-            #[cfg(feature = "otlp")]
-            Export::Otlp(endpoint) => {
-                let mut exporter = OtlpExporter::builder().with_tonic();
-                if let Some(endpoint) = &endpoint {
-                    exporter = exporter.with_endpoint(endpoint.clone());
-                }
-                let exporter = exporter
-                    .build()
-                    .map_err(|source| TelemetryError::Exporter {
-                        endpoint: endpoint.unwrap_or_else(|| "the default endpoint".into()),
-                        source,
-                    })?;
-                let mut batch = BatchConfigBuilder::default();
-                if let Some(n) = self.max_queue_size {
-                    batch = batch.with_max_queue_size(n);
-                }
-                if let Some(n) = self.max_export_batch_size {
-                    batch = batch.with_max_export_batch_size(n);
-                }
-                if let Some(d) = self.scheduled_delay {
-                    batch = batch.with_scheduled_delay(d);
-                }
-                provider.with_span_processor(
-                    BatchSpanProcessor::builder(exporter)
-                        .with_batch_config(batch.build())
-                        .build(),
-                )
-            }
-            Export::Tree(tree) => provider.with_simple_exporter(tree),
-            Export::Nowhere => provider,
-        }
-        .build();
+        };
         if self.install_global {
-            opentelemetry::global::set_tracer_provider(provider.clone());
-            opentelemetry::global::set_text_map_propagator(
-                opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-                    Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
-                    Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
-                ]),
-            );
+            opentelemetry::global::set_tracer_provider(tracer.clone());
+            opentelemetry::global::set_meter_provider(meter.clone());
+            opentelemetry::global::set_text_map_propagator(SharedPropagator(propagator.clone()));
             #[cfg(feature = "tracing-bridge")]
-            install_tracing_bridge(&provider);
+            install_tracing_bridge(&tracer, logger.as_ref());
         }
-        Ok(Telemetry { provider })
+        Ok(Telemetry {
+            tracer: Some(tracer),
+            meter: Some(meter),
+            logger,
+            propagator,
+        })
     }
 }
 
-/// Sends spans of the `tracing` crate to `provider` too, so that handler code using
-/// `tracing` nests under the server span (feature `tracing-bridge`, on by default).
-#[cfg(feature = "tracing-bridge")]
-fn install_tracing_bridge(provider: &SdkTracerProvider) {
-    // INFO and above unless RUST_LOG says otherwise: keeps hyper's and h2's debug spans out
-    // of traces.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let layer = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("micro-otel"))
-        .with_filter(filter);
-    // Another subscriber may be installed already; then `tracing` spans go there.
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+/// Every histogram as a base-2 exponential histogram
+/// (`OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`).
+fn exponential(instrument: &Instrument) -> Option<Stream> {
+    (instrument.kind() == InstrumentKind::Histogram)
+        .then(|| {
+            Stream::builder()
+                .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                    max_size: 160,
+                    max_scale: 20,
+                    record_min_max: true,
+                })
+                .build()
+                .ok()
+        })
+        .flatten()
 }
 
-/// The tracer provider in use; flushes and shuts it down when dropped.
+/// The resource every signal carries: service, host, process and SDK attributes, and
+/// `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource(service_name: &str, version: Option<&str>) -> Resource {
+    let mut attributes = vec![
+        KeyValue::new("process.pid", i64::from(std::process::id())),
+        KeyValue::new("process.runtime.name", "rust"),
+        KeyValue::new("os.type", std::env::consts::OS),
+        KeyValue::new("host.arch", std::env::consts::ARCH),
+    ];
+    if let Some(host) = host_name() {
+        attributes.push(KeyValue::new("host.name", host));
+    }
+    if let Some(executable) = std::env::current_exe().ok().and_then(|p| {
+        p.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    }) {
+        attributes.push(KeyValue::new("process.executable.name", executable));
+    }
+    if let Some(version) = version {
+        attributes.push(KeyValue::new("service.version", version.to_owned()));
+    }
+    Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .with_attributes(attributes)
+        .build()
+}
+
+/// The machine's host name, as the kernel reports it.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|name| !name.is_empty())
+}
+
+/// The configured propagator, as the global one.
+#[derive(Debug)]
+struct SharedPropagator(Arc<dyn TextMapPropagator + Send + Sync>);
+
+impl TextMapPropagator for SharedPropagator {
+    fn inject_context(
+        &self,
+        cx: &opentelemetry::Context,
+        injector: &mut dyn opentelemetry::propagation::Injector,
+    ) {
+        self.0.inject_context(cx, injector);
+    }
+
+    fn extract_with_context(
+        &self,
+        cx: &opentelemetry::Context,
+        extractor: &dyn opentelemetry::propagation::Extractor,
+    ) -> opentelemetry::Context {
+        self.0.extract_with_context(cx, extractor)
+    }
+
+    fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+        self.0.fields()
+    }
+}
+
+/// Sends spans of the `tracing` crate to `tracer` too, so that handler code using
+/// `tracing` nests under the server span, and its events to `logger` as log records
+/// carrying the trace and span ids (feature `tracing-bridge`, on by default).
+#[cfg(feature = "tracing-bridge")]
+fn install_tracing_bridge(tracer: &SdkTracerProvider, logger: Option<&SdkLoggerProvider>) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
+    // INFO and above unless RUST_LOG says otherwise: keeps hyper's and h2's debug spans out
+    // of traces. The SDK's own diagnostics never become log records (they would loop).
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer.tracer("micro-otel"))
+        .with_filter(filter());
+    let logs = logger.map(|logger| {
+        let quiet = filter()
+            .add_directive("opentelemetry=off".parse().expect("a valid directive"))
+            .add_directive("opentelemetry_sdk=off".parse().expect("a valid directive"))
+            .add_directive("opentelemetry_otlp=off".parse().expect("a valid directive"));
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(logger)
+            .with_filter(quiet)
+    });
+    // Another subscriber may be installed already; then `tracing` goes there.
+    let _ = tracing_subscriber::registry()
+        .with(spans)
+        .with(logs)
+        .try_init();
+}
+
+/// The providers in use; flushes and shuts them down when dropped.
 #[derive(Debug)]
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    logger: Option<SdkLoggerProvider>,
+    propagator: Arc<dyn TextMapPropagator + Send + Sync>,
 }
 
 impl Telemetry {
-    /// Configures telemetry for `service_name`.
+    /// Configures telemetry for `service_name` (unless `OTEL_SERVICE_NAME` names it).
     pub fn builder(service_name: impl Into<String>) -> TelemetryBuilder {
         TelemetryBuilder {
-            service_name: service_name.into(),
+            code: InCode {
+                service_name: service_name.into(),
+                ..Default::default()
+            },
             version: None,
-            #[cfg(feature = "otlp")]
-            export: Export::Otlp(None),
-            #[cfg(not(feature = "otlp"))]
-            export: Export::Nowhere,
-            sample_ratio: None,
-            max_queue_size: None,
-            max_export_batch_size: None,
-            scheduled_delay: None,
+            tree: None,
+            table: None,
             install_global: true,
         }
     }
 
-    /// The tracer provider.
-    pub fn provider(&self) -> &SdkTracerProvider {
-        &self.provider
+    /// The tracer provider (`None` under `OTEL_SDK_DISABLED=true`).
+    pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.tracer.as_ref()
+    }
+
+    /// The meter provider (`None` under `OTEL_SDK_DISABLED=true`).
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter.as_ref()
+    }
+
+    /// The logger provider (`None` when logs are off or not exported).
+    pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
+        self.logger.as_ref()
     }
 
     /// Built-in wrappers reporting here, for
     /// [`ServiceConfig::instrumentation`](crate::ServiceConfig::instrumentation) and
     /// [`ClientConfig::instrumentation`](crate::client::ClientConfig::instrumentation).
+    /// Under `OTEL_SDK_DISABLED=true` calls still carry their callers' trace context on,
+    /// and nothing is recorded.
     pub fn instrumentation(&self) -> crate::Instrumentation {
-        crate::Instrumentation::new().tracer_provider(self.provider.clone())
-    }
-
-    /// Exports everything queued now. Blocks the calling thread until the export is done;
-    /// from async code with OTLP export, call it through `tokio::task::spawn_blocking`
-    /// (the exporter itself needs the runtime's threads meanwhile).
-    pub fn flush(&self) {
-        if let Err(e) = self.provider.force_flush() {
-            tracing::warn!(error = %e, "flushing spans failed");
+        let mut instrumentation = crate::Instrumentation::new().propagator(self.propagator.clone());
+        if let Some(tracer) = &self.tracer {
+            instrumentation = instrumentation.tracer_provider(tracer.clone());
+        }
+        match &self.meter {
+            Some(meter) => instrumentation.meter_provider(meter.clone()),
+            None => instrumentation.metrics(false),
         }
     }
 
-    /// Flushes and shuts the provider down; blocks like [`Telemetry::flush`] (dropping the
-    /// value does the same).
+    /// Exports everything queued now, all three signals. Blocks the calling thread until
+    /// the export is done; from async code with OTLP export, call it through
+    /// `tokio::task::spawn_blocking` (the exporters need the runtime's threads meanwhile).
+    pub fn flush(&self) {
+        if let Some(Err(e)) = self.tracer.as_ref().map(SdkTracerProvider::force_flush) {
+            tracing::warn!(error = %e, "flushing spans failed");
+        }
+        if let Some(Err(e)) = self.meter.as_ref().map(SdkMeterProvider::force_flush) {
+            tracing::warn!(error = %e, "flushing metrics failed");
+        }
+        if let Some(Err(e)) = self.logger.as_ref().map(SdkLoggerProvider::force_flush) {
+            tracing::warn!(error = %e, "flushing logs failed");
+        }
+    }
+
+    /// Flushes and shuts the providers down; blocks like [`Telemetry::flush`] (dropping
+    /// the value does the same).
     pub fn shutdown(self) {
         drop(self);
     }
@@ -262,8 +429,15 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Err(e) = self.provider.shutdown() {
-            tracing::debug!(error = %e, "telemetry shutdown");
+        let results = [
+            self.tracer.as_ref().map(SdkTracerProvider::shutdown),
+            self.meter.as_ref().map(SdkMeterProvider::shutdown),
+            self.logger.as_ref().map(SdkLoggerProvider::shutdown),
+        ];
+        for result in results.into_iter().flatten() {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "telemetry shutdown");
+            }
         }
     }
 }

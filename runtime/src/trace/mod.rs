@@ -38,6 +38,8 @@ use propagation::{MetadataExtractor, MetadataInjector, default_propagator};
 pub struct Tracing {
     tracer: SpanSource,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    /// Whether the older RPC attribute names go beside the current ones (`rpc/dup`).
+    old_names: bool,
 }
 
 impl Tracing {
@@ -46,6 +48,7 @@ impl Tracing {
         Self {
             tracer: SpanSource::Sdk(provider.tracer_with_scope(scope())),
             propagator: default_propagator(),
+            old_names: semconv::emit_old_rpc_names(),
         }
     }
 
@@ -54,7 +57,14 @@ impl Tracing {
         Self {
             tracer: SpanSource::Global(Arc::new(opentelemetry::global::tracer_with_scope(scope()))),
             propagator: default_propagator(),
+            old_names: semconv::emit_old_rpc_names(),
         }
+    }
+
+    /// The same, with `propagator` carrying context across the wire.
+    pub fn with_propagator(mut self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
+        self.propagator = propagator;
+        self
     }
 
     /// The wrapper for incoming operations: a SERVER span around each handler, a CONSUMER
@@ -118,7 +128,7 @@ impl Wrapper for ServerTracing {
             Operation::Message(_) => SpanKind::Consumer,
         };
         let cx = start_span(&self.0, &call, kind, &parent);
-        traced(&self.0.tracer, cx, call, next)
+        traced(&self.0, cx, call, next)
     }
 }
 
@@ -134,24 +144,25 @@ impl Wrapper for ClientTracing {
         self.0
             .propagator
             .inject_context(&cx, &mut MetadataInjector(call.ctx.metadata_mut()));
-        traced(&self.0.tracer, cx, call, next)
+        traced(&self.0, cx, call, next)
     }
 }
 
 /// Runs the rest of the chain inside the span held by `cx`, and ends the span with the
 /// outcome (for a stream, when the stream ends).
 fn traced(
-    tracer: &SpanSource,
+    tracing: &Tracing,
     cx: opentelemetry::Context,
     mut call: Call,
     next: Next,
 ) -> BoxFuture<Result<Reply, Status>> {
     call.ctx.set_otel(cx.clone());
-    call.ctx.set_tracer(tracer.clone());
+    call.ctx.set_tracer(tracing.tracer.clone());
     let span = Watch::new(
         OpenSpan {
             cx: cx.clone(),
             side: Side::of(&call.ctx),
+            old_names: tracing.old_names,
         },
         call.ctx.deadline(),
     );
@@ -209,12 +220,28 @@ fn start_span(
     let builder = match ctx.operation() {
         Operation::Rpc(method) => {
             let name = method.full_name();
+            let mut attributes = Vec::with_capacity(if tracing.old_names { 5 } else { 3 });
+            attributes.extend([
+                KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC),
+                KeyValue::new(semconv::RPC_METHOD, name),
+            ]);
+            // Where a call goes is known at its start, for samplers to route by.
+            if let (SpanKind::Client, Some(target)) = (&kind, ctx.target()) {
+                let host = target.address().host.clone();
+                attributes.push(KeyValue::new(
+                    semconv::SERVER_ADDRESS,
+                    Value::String(host.into()),
+                ));
+            }
+            if tracing.old_names {
+                attributes.extend([
+                    KeyValue::new(semconv::OLD_RPC_SYSTEM, semconv::GRPC),
+                    KeyValue::new(semconv::OLD_RPC_SERVICE, method.service()),
+                ]);
+            }
             SpanBuilder::from_name(Cow::Borrowed(name))
                 .with_kind(kind.clone())
-                .with_attributes([
-                    KeyValue::new(semconv::RPC_SYSTEM_NAME, semconv::GRPC),
-                    KeyValue::new(semconv::RPC_METHOD, name),
-                ])
+                .with_attributes(attributes)
         }
         Operation::Message(m) => {
             let operation = match m.kind {
@@ -269,7 +296,9 @@ fn start_span(
         ];
         for (addr, host_key, port_key) in addresses {
             if let Some(addr) = addr {
-                set(KeyValue::new(host_key, Value::String(addr.host.into())));
+                if host_key != semconv::SERVER_ADDRESS || kind != SpanKind::Client {
+                    set(KeyValue::new(host_key, Value::String(addr.host.into())));
+                }
                 if let Some(port) = addr.port {
                     set(KeyValue::new(port_key, i64::from(port)));
                 }
@@ -282,6 +311,7 @@ fn start_span(
 struct OpenSpan {
     cx: opentelemetry::Context,
     side: Side,
+    old_names: bool,
 }
 
 impl Ending for OpenSpan {
@@ -291,6 +321,18 @@ impl Ending for OpenSpan {
             (Ended::Cancelled(_), Side::RpcClient) => Side::RpcServer,
             (_, side) => side,
         };
+        let span = self.cx.span();
+        if self.old_names && self.side != Side::Messaging && span.is_recording() {
+            let code = how.status().map_or(tonic::Code::Ok, Status::code);
+            span.set_attribute(KeyValue::new(
+                semconv::OLD_RPC_GRPC_STATUS_CODE,
+                code as i64,
+            ));
+            span.set_attribute(KeyValue::new(
+                semconv::NEXT_RPC_STATUS_CODE,
+                semconv::code_name(code),
+            ));
+        }
         end_span(&self.cx, side, how.status());
     }
 }

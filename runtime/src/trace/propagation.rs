@@ -19,6 +19,16 @@ pub fn default_propagator() -> Arc<dyn TextMapPropagator + Send + Sync> {
     DEFAULT.clone()
 }
 
+/// The propagator of `OTEL_PROPAGATORS`: W3C trace context and/or baggage, or none.
+pub fn propagator(trace_context: bool, baggage: bool) -> Arc<dyn TextMapPropagator + Send + Sync> {
+    match (trace_context, baggage) {
+        (true, true) => default_propagator(),
+        (true, false) => Arc::new(W3cTraceContext),
+        (false, true) => Arc::new(BaggagePropagator::new()),
+        (false, false) => Arc::new(opentelemetry::trace::noop::NoopTextMapPropagator::new()),
+    }
+}
+
 /// W3C trace context, then baggage: what the SDK's composite of the two does, without its
 /// loop over boxed propagators and the context clone it starts from.
 #[derive(Debug, Default)]
