@@ -21,7 +21,7 @@ use micro_otel::broker::{
 use micro_otel::discovery::MemoryRegistry;
 use micro_otel::{Context, RunningService, Service, Status};
 use micro_otel_tests::harness::echo::EchoRequest;
-use micro_otel_tests::harness::{Spans, attr, missing, span};
+use micro_otel_tests::harness::{Spans, attr, span};
 use micro_otel_tests::nats::Nats;
 use micro_otel_tests::pubsub::{
     Seen, event, fan_out_and_share, one_trace_through_send_and_process, publisher, subscribed,
@@ -662,36 +662,14 @@ async fn one_trace_runs_from_the_publisher_through_send_to_process_over_nats() {
     }
 }
 
-/// A python with `nats-py`, in a virtualenv kept under the target folder (pip installs it
-/// from PyPI the first time).
+/// A python with `nats-py` (pip installs it from PyPI the first time).
 fn nats_py() -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nats-py-venv");
-    let python = venv.join("bin").join("python");
-    let has_nats = |python: &PathBuf| {
-        Command::new(python)
-            .args(["-c", "import nats"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if has_nats(&python) {
-        return python;
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output();
-    if !made.as_ref().is_ok_and(|o| o.status.success()) {
-        missing(&format!("python3 -m venv failed: {made:?}"));
-    }
-    let installed = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "nats-py"])
-        .output();
-    if !installed.as_ref().is_ok_and(|o| o.status.success()) || !has_nats(&python) {
-        missing(&format!("pip install nats-py failed: {installed:?}"));
-    }
-    python
+    micro_otel_tests::python::venv(
+        env!("CARGO_TARGET_TMPDIR"),
+        "nats-py-venv",
+        &["nats-py"],
+        "import nats",
+    )
 }
 
 /// Reads the nats-py subscriber's first message: it prints `ready` once subscribed, then

@@ -11,7 +11,6 @@
 //! in CI (`CI=true`) they run, and fail without it.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -532,63 +531,14 @@ async fn ten_thousand_messages_survive_an_instance_stopping_and_starting_again()
     );
 }
 
-/// A Python with `pika`, in a venv made once under the target folder (pip installs it from
-/// PyPI the first time).
+/// A Python with `pika` (pip installs it from PyPI the first time).
 fn pika_python() -> PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pika-venv");
-            let python = venv.join("bin/python");
-            let has_pika = |python: &Path| {
-                Command::new(python)
-                    .args(["-c", "import pika"])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            };
-            if has_pika(&python) {
-                return python;
-            }
-            let made = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .output();
-            let installed = made.is_ok_and(|o| o.status.success())
-                && Command::new(&python)
-                    .args(["-m", "pip", "install", "--quiet", "pika"])
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-            if !installed || !has_pika(&python) {
-                missing("python3 -m venv or pip install pika failed");
-            }
-            python
-        })
-        .clone()
-}
-
-/// Runs `script` with the venv's Python and `args`; its stdout.
-fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
-    let mut child = Command::new(python)
-        .arg("-")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())
-        .expect("script written");
-    let output = child.wait_with_output().expect("python runs");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    micro_otel_tests::python::venv(
+        env!("CARGO_TARGET_TMPDIR"),
+        "pika-venv",
+        &["pika"],
+        "import pika",
+    )
 }
 
 const PIKA_GET: &str = r#"
@@ -680,7 +630,7 @@ async fn a_plain_pika_client_reads_our_message_with_a_w3c_traceparent() {
 
     let out = tokio::task::spawn_blocking({
         let (python, uri) = (python.clone(), rabbit.uri.clone());
-        move || run_python(&python, PIKA_GET, &[&uri, "pika.out"])
+        move || micro_otel_tests::python::run(&python, PIKA_GET, &[&uri, "pika.out"])
     })
     .await
     .unwrap();
@@ -742,7 +692,7 @@ async fn a_message_a_pika_client_publishes_is_processed_under_its_trace() {
         let (python, uri) = (python.clone(), rabbit.uri.clone());
         let traceparent = traceparent.clone();
         move || {
-            run_python(
+            micro_otel_tests::python::run(
                 &python,
                 PIKA_PUBLISH,
                 &[&uri, "interop-in", topic, &body, &traceparent],

@@ -116,6 +116,17 @@ pub(crate) fn generate(
             code.push_str(&format(file.name(), &renderer.topic(&topic)?)?);
         }
     }
+    // Each package with a service carries its descriptors, for server reflection.
+    let served: BTreeMap<Module, &str> = files
+        .iter()
+        .filter(|f| !f.service.is_empty())
+        .map(|f| (Module::from_protobuf_package_name(f.package()), f.package()))
+        .collect();
+    for (module, package) in served {
+        if let Some(code) = modules.get_mut(&module) {
+            code.push_str(&descriptor_const(&descriptor_set(files, package)));
+        }
+    }
     let mut out: Vec<GeneratedFile> = modules
         .iter()
         .map(|(module, code)| GeneratedFile {
@@ -133,6 +144,76 @@ pub(crate) fn generate(
         });
     }
     Ok(out)
+}
+
+/// The files of `package` and everything they import, in dependency order and without
+/// their source comments, as an encoded `FileDescriptorSet`.
+fn descriptor_set(files: &[FileDescriptorProto], package: &str) -> Vec<u8> {
+    let by_name: HashMap<&str, &FileDescriptorProto> =
+        files.iter().map(|f| (f.name(), f)).collect();
+    let mut needed: HashSet<&str> = HashSet::new();
+    let mut pending: Vec<&str> = files
+        .iter()
+        .filter(|f| f.package() == package)
+        .map(|f| f.name())
+        .collect();
+    while let Some(name) = pending.pop() {
+        if let (true, Some(file)) = (needed.insert(name), by_name.get(name)) {
+            pending.extend(file.dependency.iter().map(String::as_str));
+        }
+    }
+    let set = prost_types::FileDescriptorSet {
+        file: files
+            .iter()
+            .filter(|f| needed.contains(f.name()))
+            .map(|f| FileDescriptorProto {
+                source_code_info: None,
+                ..well_known(f).unwrap_or_else(|| f.clone())
+            })
+            .collect(),
+    };
+    prost::Message::encode_to_vec(&set)
+}
+
+/// protox's copy of a well-known file (`google/protobuf/...`): each compiler bundles its
+/// own revision of them, and the plugin's output must not depend on which one ran.
+fn well_known(file: &FileDescriptorProto) -> Option<FileDescriptorProto> {
+    use protox::file::FileResolver as _;
+    if !file.name().starts_with("google/protobuf/") {
+        return None;
+    }
+    let resolved = protox::file::GoogleFileResolver::new()
+        .open_file(file.name())
+        .ok()?;
+    Some(resolved.file_descriptor_proto().clone())
+}
+
+/// The `FILE_DESCRIPTOR_SET` constant holding `bytes`, as a byte string wrapped at about
+/// a hundred columns.
+fn descriptor_const(bytes: &[u8]) -> String {
+    let mut out = String::from(
+        "/// The encoded descriptors of this package's proto files and of what they import:\n\
+         /// what server reflection answers with (`grpcurl list`, `grpcurl describe`).\n\
+         pub const FILE_DESCRIPTOR_SET: &[u8] = b\"\\\n",
+    );
+    let mut line = 0;
+    for &byte in bytes {
+        let piece = match byte {
+            b'"' => "\\\"".to_owned(),
+            b'\\' => "\\\\".to_owned(),
+            b' ' => "\\x20".to_owned(),
+            0x21..=0x7e => (byte as char).to_string(),
+            _ => format!("\\x{byte:02x}"),
+        };
+        if line + piece.len() > 96 {
+            out.push_str("\\\n");
+            line = 0;
+        }
+        line += piece.len();
+        out.push_str(&piece);
+    }
+    out.push_str("\";\n");
+    out
 }
 
 /// Whether a file's types come from elsewhere: well-known types, or an `extern_path`.

@@ -51,7 +51,7 @@ pub mod prelude {
         Call, MessageStream, Reply, ResponseStream, stream_channel, stream_iter,
     };
     pub use crate::client::{Client, ReplyMetadata};
-    pub use crate::telemetry::{Telemetry, TraceTree};
+    pub use crate::telemetry::{MetricsTable, Telemetry, TraceTree};
     pub use crate::wrapper::{self, Next};
     pub use crate::{
         Code, Context, Instrumentation, Request, RunningService, Service, ServiceError, Status,

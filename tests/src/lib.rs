@@ -11,6 +11,7 @@ pub mod meters;
 pub mod nats;
 pub mod otlp;
 pub mod pubsub;
+pub mod python;
 
 /// Every golden case's expected output, compiled as it would be in a user's crate.
 pub mod golden {

@@ -6,8 +6,11 @@
 //!   makes N `GetUser` calls through the registry and prints how many each node answered.
 //!
 //! `--registry`, `--registry-address` and `--selector` take go-micro's values and win over
-//! `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS` and `MICRO_SELECTOR`. With
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, `server` and `client` export over OTLP instead.
+//! `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS` and `MICRO_SELECTOR`. With an OTLP endpoint
+//! or an exporter named in the environment (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_TRACES_EXPORTER`...), `server` and `client` export as the `OTEL_*` variables say;
+//! with none, they keep the last spans (a bounded number) and the RPC metrics, and print
+//! them when they finish.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use micro_otel::client::ReplyMetadata;
 use micro_otel::environment;
-use micro_otel::telemetry::{Telemetry, TraceTree};
+use micro_otel::telemetry::{MetricsTable, Telemetry, TraceTree};
 use micro_otel::wrapper::{self, Call, Next};
 use micro_otel::{Client, Service};
 use user_example::store::Store;
@@ -129,20 +132,53 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else the tree printer.
-fn telemetry(tree: &TraceTree) -> anyhow::Result<Telemetry> {
-    let builder = Telemetry::builder(demo::SERVICE_NAME).version("1.0.0");
-    let builder = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        builder
-    } else {
-        builder.tree(tree.clone())
-    };
-    Ok(builder.init()?)
+/// What a command records, and where it goes.
+struct Signals {
+    telemetry: Telemetry,
+    /// The console views, when nothing is exported.
+    console: Option<(TraceTree, MetricsTable)>,
+}
+
+impl Signals {
+    /// Exports as the `OTEL_*` variables say when they name an endpoint or an exporter;
+    /// else keeps the last spans and the RPC metrics to print.
+    fn new() -> anyhow::Result<Self> {
+        let builder = Telemetry::builder(demo::SERVICE_NAME).version("1.0.0");
+        let configured = std::env::vars().any(|(name, value)| {
+            !value.is_empty()
+                && (name.starts_with("OTEL_EXPORTER_OTLP_") && name.ends_with("ENDPOINT")
+                    || name.starts_with("OTEL_") && name.ends_with("_EXPORTER"))
+        });
+        if configured {
+            return Ok(Self {
+                telemetry: builder.init()?,
+                console: None,
+            });
+        }
+        let (tree, table) = (TraceTree::new(), MetricsTable::new());
+        let telemetry = builder
+            .no_export()
+            .tree(tree.clone())
+            .metrics_table(table.clone())
+            .init()?;
+        Ok(Self {
+            telemetry,
+            console: Some((tree, table)),
+        })
+    }
+
+    /// Flushes, and prints the console views if there are any.
+    fn finish(self) {
+        self.telemetry.flush();
+        if let Some((tree, table)) = &self.console {
+            print!("\n{}\n{}", tree.render(), table.render());
+        }
+    }
 }
 
 async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
-    let tree = TraceTree::new();
-    let telemetry = telemetry(&tree)?;
+    let signals = Signals::new()?;
+    let telemetry = &signals.telemetry;
     // Every reply, answer or error, names the node: the address the call arrived on.
     let name_node = wrapper::from_fn(|call: Call, next: Next| async move {
         let served_by = call.ctx.local_addr().and_then(|local| {
@@ -184,17 +220,15 @@ async fn server(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
         running.local_addr()
     );
     running.until_signal().await?;
-    telemetry.flush();
-    print!("{}", tree.render());
+    signals.finish();
     Ok(())
 }
 
 /// N GetUser calls; prints how many each node answered (a user that does not exist is
 /// answered NOT_FOUND, which still names the node).
 async fn spread(address: Option<&str>, calls: usize, discovery: &Discovery) -> anyhow::Result<()> {
-    let tree = TraceTree::new();
-    let telemetry = Telemetry::builder(demo::SERVICE_NAME).tree(tree).init()?;
-    let client = discovery.client(&telemetry)?;
+    let signals = Signals::new()?;
+    let client = discovery.client(&signals.telemetry)?;
     let users = user::UserClient::new(address.unwrap_or(demo::SERVICE_NAME), client);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for id in 0..calls {
@@ -217,14 +251,14 @@ async fn spread(address: Option<&str>, calls: usize, discovery: &Discovery) -> a
     for (node, count) in counts {
         println!("{node} {count}");
     }
+    signals.telemetry.flush();
     Ok(())
 }
 
 /// The API tour: every RPC of user.User against one server.
 async fn tour(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
-    let tree = TraceTree::new();
-    let telemetry = telemetry(&tree)?;
-    let users = user::UserClient::new(address, discovery.client(&telemetry)?);
+    let signals = Signals::new()?;
+    let users = user::UserClient::new(address, discovery.client(&signals.telemetry)?);
     let created = users
         .create_user(CreateUserRequest {
             name: "Ada".into(),
@@ -261,7 +295,6 @@ async fn tour(address: &str, discovery: &Discovery) -> anyhow::Result<()> {
         );
     }
     drop(watch);
-    telemetry.flush();
-    print!("\n{}", tree.render());
+    signals.finish();
     Ok(())
 }

@@ -53,6 +53,32 @@ fn demo_prints_the_calls_and_a_connected_trace_tree() {
         3,
         "{out}"
     );
+    // After the tree, the metrics it recorded: calls, errors, p50, p99 per method and side.
+    let table = lines
+        .iter()
+        .position(|l| l.starts_with("method ") && l.ends_with("p99"))
+        .expect(&out);
+    let row = |method: &str, side: &str| {
+        lines[table..]
+            .iter()
+            .find(|l| l.starts_with(method) && l.contains(side))
+            .map(|l| l.split_whitespace().skip(2).take(2).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        row("user.User/CreateUser", "server"),
+        Some(vec!["3", "0"]),
+        "{out}"
+    );
+    assert_eq!(
+        row("user.User/GetUser", "client"),
+        Some(vec!["2", "1"]),
+        "the NOT_FOUND is the caller's error: {out}"
+    );
+    assert_eq!(
+        row("user.User/GetUser", "server"),
+        Some(vec!["2", "0"]),
+        "and not the server's: {out}"
+    );
     // The watch stream the demo ends on purpose is no error.
     assert!(
         lines

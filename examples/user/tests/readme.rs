@@ -112,6 +112,7 @@ fn the_tour_runs_and_prints_one_trace_under_its_tracing_root() {
     let tree: Vec<&str> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("trace "))
+        .take_while(|l| !l.is_empty())
         .map(|l| l.split(" [").next().unwrap_or(l))
         .collect();
     assert_eq!(tree.len(), 12, "one trace:\n{stdout}");
@@ -133,5 +134,16 @@ fn the_tour_runs_and_prints_one_trace_under_its_tracing_root() {
         "{stdout}"
     );
     assert!(stdout.contains("event: Some(\"Ada\")"), "{stdout}");
+    // After the tree, the metrics table: one line per method and side.
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("method "))
+        .collect();
+    assert!(
+        table
+            .iter()
+            .any(|l| l.starts_with("user.User/GetUser") && l.contains("server")),
+        "{stdout}"
+    );
     assert!(stdout.contains("GetUser 99: Some(NotFound)"), "{stdout}");
 }

@@ -39,6 +39,7 @@ struct Inner {
     service: &'static str,
     methods: HashMap<&'static str, Route>,
     wrappers: Wrappers,
+    descriptors: Option<&'static [u8]>,
 }
 
 /// One method: how to decode its requests and the chain that answers them.
@@ -60,12 +61,19 @@ impl Dispatch {
             service,
             handler: Arc::new(handler),
             methods: HashMap::new(),
+            descriptors: None,
         }
     }
 
     /// The fully qualified proto service name.
     pub fn service_name(&self) -> &'static str {
         self.inner.service
+    }
+
+    /// The encoded `FileDescriptorSet` describing the service, when generated code gave
+    /// one: what server reflection serves.
+    pub fn file_descriptor_set(&self) -> Option<&'static [u8]> {
+        self.inner.descriptors
     }
 
     /// The same dispatch behind a different wrapper chain (first is outermost).
@@ -90,6 +98,7 @@ impl Dispatch {
                 service: self.inner.service,
                 methods,
                 wrappers,
+                descriptors: self.inner.descriptors,
             }),
         }
     }
@@ -217,6 +226,7 @@ pub struct DispatchBuilder<H> {
     service: &'static str,
     handler: Arc<H>,
     methods: HashMap<&'static str, Route>,
+    descriptors: Option<&'static [u8]>,
 }
 
 impl<H: Send + Sync + 'static> DispatchBuilder<H> {
@@ -288,14 +298,23 @@ impl<H: Send + Sync + 'static> DispatchBuilder<H> {
         self.bind::<Many<Req>, Many<Resp>, _, _>(method, f)
     }
 
-    /// Finishes the dispatch with the default chain: the built-in wrappers (tracing through
-    /// the global tracer provider). [`crate::Service`] replaces it with the service's own.
+    /// The encoded `FileDescriptorSet` of the service's proto files and their imports, for
+    /// server reflection (generated code passes its package's `FILE_DESCRIPTOR_SET`).
+    pub fn file_descriptor_set(mut self, encoded: &'static [u8]) -> Self {
+        self.descriptors = Some(encoded);
+        self
+    }
+
+    /// Finishes the dispatch with the default chain: the built-in wrappers (tracing and
+    /// metrics through the global providers). [`crate::Service`] replaces it with the
+    /// service's own.
     pub fn build(self) -> Dispatch {
         Dispatch {
             inner: Arc::new(Inner {
                 service: self.service,
                 methods: self.methods,
                 wrappers: Wrappers::default(),
+                descriptors: self.descriptors,
             }),
         }
         .with_wrappers(Instrumentation::default().chains().incoming(&[]))

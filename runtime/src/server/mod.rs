@@ -2,6 +2,10 @@
 //! through the service's tower layers if it has any, with graceful shutdown.
 
 mod dispatch;
+#[cfg(feature = "health")]
+mod health;
+#[cfg(feature = "reflection")]
+pub(crate) mod reflection;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,18 +25,35 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt, service_fn};
 
 pub use dispatch::{Dispatch, DispatchBuilder};
+#[cfg(feature = "health")]
+pub use health::HealthState;
 pub use tonic::server::NamedService;
 
 use crate::call::BoxFuture;
 use crate::metrics::Metrics;
 use crate::wrapper::HttpStack;
 
+/// A standard service (health, reflection) as the server routes to it.
+pub(crate) type BoxedHttpService =
+    BoxCloneSyncService<http::Request<HttpBody>, http::Response<HttpBody>, Infallible>;
+
 /// All services of one server, by fully qualified proto service name.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub(crate) struct Mux {
     services: HashMap<&'static str, Dispatch>,
+    /// Standard gRPC services served beside the user's, outside the wrappers.
+    standard: HashMap<&'static str, BoxedHttpService>,
     /// Where requests for unknown methods are counted, when metrics are on.
     metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for Mux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mux")
+            .field("services", &self.services.keys())
+            .field("standard", &self.standard.keys())
+            .finish()
+    }
 }
 
 impl Mux {
@@ -40,8 +61,36 @@ impl Mux {
     pub(crate) fn new(metrics: Option<Metrics>) -> Self {
         Self {
             services: HashMap::new(),
+            standard: HashMap::new(),
             metrics,
         }
+    }
+
+    /// The proto service names served, sorted.
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
+    pub(crate) fn service_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.services.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The descriptor sets the served services carry.
+    #[cfg_attr(not(feature = "reflection"), allow(dead_code))]
+    pub(crate) fn file_descriptor_sets(&self) -> Vec<&'static [u8]> {
+        let mut sets: Vec<_> = self
+            .services
+            .values()
+            .filter_map(Dispatch::file_descriptor_set)
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        sets
+    }
+
+    /// Serves a standard service (health, reflection) under `name`.
+    #[cfg_attr(not(any(feature = "health", feature = "reflection")), allow(dead_code))]
+    pub(crate) fn add_standard(&mut self, service: BoxedHttpService, name: &'static str) {
+        self.standard.insert(name, service);
     }
 
     /// Adds a service; a second set of routes for the same service is refused.
@@ -62,7 +111,18 @@ impl Mux {
                 Ok(answer) => return answer,
                 Err(status) => status,
             },
-            None => Status::unimplemented(format!("unknown service {service:?}")),
+            None => match self.standard.get(service) {
+                Some(standard) => {
+                    let answer = standard.clone().oneshot(req);
+                    return Box::pin(async move {
+                        match answer.await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    });
+                }
+                None => Status::unimplemented(format!("unknown service {service:?}")),
+            },
         };
         if let Some(metrics) = &self.metrics {
             metrics.unknown_method(&status);

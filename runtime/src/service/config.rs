@@ -34,6 +34,8 @@ pub struct ServiceConfig {
     register_ttl: Option<Duration>,
     register_interval: Option<Duration>,
     grace_period: Duration,
+    health: bool,
+    reflection: bool,
     client: ClientConfig,
     instrumentation: Instrumentation,
     handler_wrappers: Vec<Arc<dyn Wrapper>>,
@@ -54,6 +56,8 @@ impl ServiceConfig {
             register_ttl: None,
             register_interval: None,
             grace_period: GRACE_PERIOD,
+            health: true,
+            reflection: true,
             client: ClientConfig::default(),
             instrumentation: Instrumentation::default(),
             handler_wrappers: Vec::new(),
@@ -168,6 +172,22 @@ impl ServiceConfig {
         self
     }
 
+    /// Whether the standard health service (`grpc.health.v1.Health`) is served (default:
+    /// yes, with the `health` feature): SERVING once started, NOT_SERVING from the moment a
+    /// stop begins. Health checks run outside the wrappers: no spans, no metrics.
+    pub fn health(mut self, enabled: bool) -> Self {
+        self.health = enabled;
+        self
+    }
+
+    /// Whether server reflection (v1 and v1alpha) is served (default: yes, with the
+    /// `reflection` feature), from the descriptors generated code embeds, so that grpcurl
+    /// and other tools can list, describe and call the services with no `.proto` at hand.
+    pub fn reflection(mut self, enabled: bool) -> Self {
+        self.reflection = enabled;
+        self
+    }
+
     /// Builds the service. Settings left to the environment are read now; a variable that
     /// names nothing known is reported by [`Service::start`].
     pub fn build(self) -> Service {
@@ -207,6 +227,9 @@ impl ServiceConfig {
                 register_interval,
                 grace_period: self.grace_period,
                 metrics: chains.metrics().cloned(),
+                #[cfg(feature = "health")]
+                health: self.health.then(crate::server::HealthState::default),
+                reflection: self.reflection,
                 instrumentation: self.instrumentation,
             }),
         }

@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// A `MICRO_*` variable names nothing this build knows.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    /// Server reflection could not be built from the descriptors the handlers carry.
+    #[error("server reflection: {0}")]
+    Reflection(String),
     /// A second handler for the same proto service.
     #[error("{service} already has a handler on this service")]
     DuplicateHandler {

@@ -64,6 +64,12 @@ struct Inner {
     instrumentation: Instrumentation,
     /// The instruments subscriptions report their counters through, when metrics are on.
     metrics: Option<Metrics>,
+    /// What the health service reports, when it is served.
+    #[cfg(feature = "health")]
+    health: Option<crate::server::HealthState>,
+    /// Whether server reflection is served.
+    #[cfg_attr(not(feature = "reflection"), allow(dead_code))]
+    reflection: bool,
 }
 
 impl Service {
@@ -145,7 +151,7 @@ impl Service {
             return Err(e.clone().into());
         }
         let inner = self.inner.clone();
-        let mux = inner
+        let mut mux = inner
             .mux
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -153,6 +159,7 @@ impl Service {
             .ok_or_else(|| ServiceError::AlreadyStarted {
                 what: format!("starting {} again", inner.name),
             })?;
+        inner.add_standard_services(&mut mux)?;
         let server = RunningServer::start(
             &inner.address,
             mux,
@@ -213,6 +220,10 @@ impl Service {
             }
         }
         running.start_heartbeat();
+        #[cfg(feature = "health")]
+        if let Some(health) = &inner.health {
+            health.set_all_serving(true);
+        }
         tracing::info!(service = %inner.name, address = %running.node().address, "service started");
         Ok(running)
     }
@@ -220,6 +231,29 @@ impl Service {
     /// Starts, serves until Ctrl-C or SIGTERM, then stops gracefully.
     pub async fn run(&self) -> Result<(), ServiceError> {
         self.start().await?.until_signal().await
+    }
+}
+
+impl Inner {
+    /// Adds health and reflection to `mux`, as configured, with every served proto
+    /// service known to health (not serving until the service has started).
+    fn add_standard_services(&self, mux: &mut Mux) -> Result<(), ServiceError> {
+        #[cfg(feature = "health")]
+        if let Some(health) = &self.health {
+            for service in mux.service_names() {
+                health.set_serving(service, false);
+            }
+            health.set_serving("", false);
+            let service = crate::server::BoxedHttpService::new(health.service());
+            mux.add_standard(service, "grpc.health.v1.Health");
+        }
+        #[cfg(feature = "reflection")]
+        if self.reflection {
+            crate::server::reflection::add(mux)
+                .map_err(|e| ServiceError::Reflection(e.to_string()))?;
+        }
+        let _ = mux;
+        Ok(())
     }
 }
 

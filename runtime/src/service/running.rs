@@ -91,6 +91,13 @@ impl RunningService {
         &self.node
     }
 
+    /// What the health service reports, to mark the service not serving while a
+    /// dependency is down, say (`None` when health is off).
+    #[cfg(feature = "health")]
+    pub fn health(&self) -> Option<&crate::server::HealthState> {
+        self.inner.health.as_ref()
+    }
+
     /// Serves until Ctrl-C or SIGTERM, then stops gracefully (see [`RunningService::stop`]).
     pub async fn until_signal(self) -> Result<(), ServiceError> {
         shutdown_signal().await.map_err(ServiceError::Signal)?;
@@ -101,6 +108,10 @@ impl RunningService {
     /// flight (up to the grace period each) and flushes spans and metrics. Messages taken but not
     /// settled stay with the broker (a redelivering broker sends them again).
     pub async fn stop(self) -> Result<(), ServiceError> {
+        #[cfg(feature = "health")]
+        if let Some(health) = &self.inner.health {
+            health.set_all_serving(false);
+        }
         if let Some(heartbeat) = &self.heartbeat {
             heartbeat.abort();
         }
@@ -116,6 +127,11 @@ impl RunningService {
             .is_err()
         {
             tracing::warn!(service = %self.inner.name, "message handlers did not finish within the grace period");
+        }
+        // Health watches never end by themselves; the drain must not wait for them.
+        #[cfg(feature = "health")]
+        if let Some(health) = &self.inner.health {
+            health.close();
         }
         self.server.stop().await;
         if self.inner.instrumentation.has_providers() {

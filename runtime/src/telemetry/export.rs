@@ -1,6 +1,9 @@
 //! The exporters of the three signals, built from resolved [`Settings`]: OTLP over gRPC or
 //! http/protobuf, the console, or nothing.
 
+// With neither `otlp` nor `console` there is nothing to build, and the helpers lie idle.
+#![cfg_attr(not(any(feature = "otlp", feature = "console")), allow(unused))]
+
 use opentelemetry_sdk::logs::{
     BatchConfigBuilder as LogBatchConfig, BatchLogProcessor, LoggerProviderBuilder,
 };

@@ -90,9 +90,12 @@ impl user::UserHandler for Users {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let tree = TraceTree::new(); // prints traces; `.otlp(url)` exports them instead
+    // Console views of traces and metrics; `.otlp(url)` exports all three signals instead.
+    let (tree, table) = (TraceTree::new(), MetricsTable::new());
     let telemetry = Telemetry::builder("user.service")
+        .no_export()
         .tree(tree.clone())
+        .metrics_table(table.clone())
         .init()?;
 
     let require_caller = wrapper::from_fn(|call: Call, next: Next| async move {
@@ -161,7 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while welcomed.handled() < 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    running.stop().await?; // deregisters, drains calls and messages, flushes spans
-    print!("{}", tree.render());
+    running.stop().await?; // deregisters, drains calls and messages, flushes telemetry
+    print!("{}\n{}", tree.render(), table.render());
     Ok(())
 }

@@ -98,6 +98,7 @@ impl NotesServer {
                     &notes_methods::UNDOCUMENTED,
                     |h, ctx, request| async move { h.undocumented(ctx, request).await },
                 )
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .build(),
         )
     }
@@ -202,3 +203,11 @@ impl NotesClient {
             .await
     }
 }
+/// The encoded descriptors of this package's proto files and of what they import:
+/// what server reflection answers with (`grpcurl list`, `grpcurl describe`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\
+\x0a\xdb\x01\x0a\x0bnotes.proto\x12\x05notes\"*\x0a\x04Note\x12\x0e\x0a\x02id\x18\x01\x20\x01(\
+\x09R\x02id\x12\x12\x0a\x04text\x18\x02\x20\x01(\x09R\x04text\"\x18\x0a\x06NoteId\x12\x0e\x0a\
+\x02id\x18\x01\x20\x01(\x09R\x02id2w\x0a\x05Notes\x12\x1f\x0a\x03Add\x12\x0b.notes.Note\x1a\x0b.\
+notes.Note\x12!\x0a\x03Get\x12\x0d.notes.NoteId\x1a\x0b.notes.Note\x12*\x0a\x0cUndocumented\x12\
+\x0d.notes.NoteId\x1a\x0b.notes.Noteb\x06proto3";

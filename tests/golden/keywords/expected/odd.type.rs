@@ -109,6 +109,7 @@ impl LoopServer {
                     &loop_methods::GET_V2_THING,
                     |h, ctx, request| async move { h.get_v2_thing(ctx, request).await },
                 )
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .build(),
         )
     }
@@ -208,3 +209,15 @@ impl LoopClient {
             .await
     }
 }
+/// The encoded descriptors of this package's proto files and of what they import:
+/// what server reflection answers with (`grpcurl list`, `grpcurl describe`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\
+\x0a\xc3\x03\x0a\x09odd.proto\x12\x08odd.type\"T\x0a\x04Self\x12\x12\x0a\x04type\x18\x01\x20\x01\
+(\x09R\x04type\x12\x12\x0a\x04self\x18\x02\x20\x01(\x09R\x04self\x12\x14\x0a\x05async\x18\x03\
+\x20\x01(\x05R\x05async\x12\x0e\x0a\x02fn\x18\x04\x20\x01(\x08R\x02fn\"3\x0a\x05match\x12\x14\
+\x0a\x05crate\x18\x01\x20\x01(\x09R\x05crate\x12\x14\x0a\x05super\x18\x02\x20\x01(\x09R\x05super\
+\"&\x0a\x12lower_case_message\x12\x10\x0a\x03mod\x18\x01\x20\x01(\x09R\x03mod2\xf0\x01\x0a\x04Lo\
+op\x12'\x0a\x04Type\x12\x0e.odd.type.Self\x1a\x0f.odd.type.match\x12(\x0a\x05Async\x12\x0f.odd.t\
+ype.match\x1a\x0e.odd.type.Self\x12I\x0a\x0bHTTPRequest\x12\x1c.odd.type.lower_case_message\x1a\
+\x1c.odd.type.lower_case_message\x12J\x0a\x0cget_v2_thing\x12\x1c.odd.type.lower_case_message\
+\x1a\x1c.odd.type.lower_case_messageb\x06proto3";

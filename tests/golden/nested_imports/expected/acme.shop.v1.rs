@@ -86,6 +86,7 @@ impl CheckoutServer {
                     &checkout_methods::QUOTE_LINES,
                     |h, ctx, requests| async move { h.quote_lines(ctx, requests).await },
                 )
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .build(),
         )
     }
@@ -174,3 +175,20 @@ impl CheckoutClient {
             .await
     }
 }
+/// The encoded descriptors of this package's proto files and of what they import:
+/// what server reflection answers with (`grpcurl list`, `grpcurl describe`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\
+\x0a\xce\x01\x0a\x1aacme/common/v1/money.proto\x12\x0eacme.common.v1\"X\x0a\x05Money\x12#\x0a\
+\x0dcurrency_code\x18\x01\x20\x01(\x09R\x0ccurrencyCode\x12\x14\x0a\x05units\x18\x02\x20\x01(\
+\x03R\x05units\x12\x14\x0a\x05nanos\x18\x03\x20\x01(\x05R\x05nanos*>\x0a\x06Region\x12\x16\x0a\
+\x12REGION_UNSPECIFIED\x10\x00\x12\x0d\x0a\x09REGION_EU\x10\x01\x12\x0d\x0a\x09REGION_US\x10\x02\
+b\x06proto3\x0a\xaf\x02\x0a\x17acme/shop/v1/cart.proto\x12\x0cacme.shop.v1\x1a\x1aacme/common/v1\
+/money.proto\"\xe1\x01\x0a\x04Cart\x12\x0e\x0a\x02id\x18\x01\x20\x01(\x09R\x02id\x12-\x0a\x05lin\
+es\x18\x02\x20\x03(\x0b2\x17.acme.shop.v1.Cart.LineR\x05lines\x12.\x0a\x06region\x18\x03\x20\x01\
+(\x0e2\x16.acme.common.v1.RegionR\x06region\x1aj\x0a\x04Line\x12\x10\x0a\x03sku\x18\x01\x20\x01(\
+\x09R\x03sku\x12\x1a\x0a\x08quantity\x18\x02\x20\x01(\x0dR\x08quantity\x124\x0a\x0aunit_price\
+\x18\x03\x20\x01(\x0b2\x15.acme.common.v1.MoneyR\x09unitPriceb\x06proto3\x0a\xeb\x01\x0a\x1bacme\
+/shop/v1/checkout.proto\x12\x0cacme.shop.v1\x1a\x1aacme/common/v1/money.proto\x1a\x17acme/shop/v\
+1/cart.proto2\x80\x01\x0a\x08Checkout\x122\x0a\x05Quote\x12\x12.acme.shop.v1.Cart\x1a\x15.acme.c\
+ommon.v1.Money\x12@\x0a\x0aQuoteLines\x12\x17.acme.shop.v1.Cart.Line\x1a\x15.acme.common.v1.Mone\
+y(\x010\x01b\x06proto3";

@@ -121,6 +121,7 @@ impl EchoServer {
                     &echo_methods::BIDI,
                     |h, ctx, requests| async move { h.bidi(ctx, requests).await },
                 )
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .build(),
         )
     }
@@ -238,3 +239,16 @@ impl EchoClient {
             .await
     }
 }
+/// The encoded descriptors of this package's proto files and of what they import:
+/// what server reflection answers with (`grpcurl list`, `grpcurl describe`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\
+\x0a\x81\x04\x0a\x0aecho.proto\x12\x07echo.v1\"\x91\x01\x0a\x0bEchoRequest\x12\x18\x0a\x07messag\
+e\x18\x01\x20\x01(\x09R\x07message\x12\x16\x0a\x06repeat\x18\x02\x20\x01(\x0dR\x06repeat\x12\x19\
+\x0a\x08delay_ms\x18\x03\x20\x01(\x0dR\x07delayMs\x12\x1b\x0a\x09fail_with\x18\x04\x20\x01(\x05R\
+\x08failWith\x12\x18\x0a\x07payload\x18\x05\x20\x01(\x0cR\x07payload\"X\x0a\x0cEchoResponse\x12\
+\x18\x0a\x07message\x18\x01\x20\x01(\x09R\x07message\x12\x14\x0a\x05index\x18\x02\x20\x01(\x0dR\
+\x05index\x12\x18\x0a\x07payload\x18\x03\x20\x01(\x0cR\x07payload2\xf3\x01\x0a\x04Echo\x124\x0a\
+\x05Unary\x12\x14.echo.v1.EchoRequest\x1a\x15.echo.v1.EchoResponse\x12=\x0a\x0cServerStream\x12\
+\x14.echo.v1.EchoRequest\x1a\x15.echo.v1.EchoResponse0\x01\x12=\x0a\x0cClientStream\x12\x14.echo\
+.v1.EchoRequest\x1a\x15.echo.v1.EchoResponse(\x01\x127\x0a\x04Bidi\x12\x14.echo.v1.EchoRequest\
+\x1a\x15.echo.v1.EchoResponse(\x010\x01b\x06proto3";

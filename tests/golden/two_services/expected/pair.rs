@@ -43,6 +43,7 @@ impl LeftServer {
                     &left_methods::PING,
                     |h, ctx, request| async move { h.ping(ctx, request).await },
                 )
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .build(),
         )
     }
@@ -174,6 +175,7 @@ impl RightServer {
                     &right_methods::WATCH,
                     |h, ctx, request| async move { h.watch(ctx, request).await },
                 )
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .build(),
         )
     }
@@ -262,3 +264,10 @@ impl RightClient {
             .await
     }
 }
+/// The encoded descriptors of this package's proto files and of what they import:
+/// what server reflection answers with (`grpcurl list`, `grpcurl describe`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\
+\x0a\xa8\x01\x0a\x0apair.proto\x12\x04pair\"\x18\x0a\x04Ball\x12\x10\x0a\x03seq\x18\x01\x20\x01(\
+\x04R\x03seq2&\x0a\x04Left\x12\x1e\x0a\x04Ping\x12\x0a.pair.Ball\x1a\x0a.pair.Ball2J\x0a\x05Righ\
+t\x12\x1e\x0a\x04Ping\x12\x0a.pair.Ball\x1a\x0a.pair.Ball\x12!\x0a\x05Watch\x12\x0a.pair.Ball\
+\x1a\x0a.pair.Ball0\x01b\x06proto3";
