@@ -4,10 +4,11 @@
 # moves by about +-0.3%).
 #
 #   cargo build --release -p micro-otel-tests --bin bench
-#   tests/bench/instructions.sh off            # or tonic, 0, 10, 100 (percent sampled)
+#   tests/bench/instructions.sh off            # or tonic, metrics, 0, 10, 100 (percent
+#                                              # sampled, metrics off), metrics+10
 #   tests/bench/instructions.sh 0 5 path/to/another/bench
 set -eu
-variant=${1:?usage: instructions.sh tonic|off|0|10|100 [RUNS] [BENCH_BINARY]}
+variant=${1:?usage: instructions.sh tonic|off|metrics|0|10|100|metrics+10 [RUNS] [BENCH_BINARY]}
 runs=${2:-5}
 bench=${3:-$(dirname "$0")/../../target/release/bench}
 command -v valgrind >/dev/null || { echo "valgrind is not installed (Debian: valgrind)" >&2; exit 1; }

@@ -11,10 +11,11 @@ use micro_otel_tests::golden::user_case::user;
 use crate::baseline;
 use crate::servers;
 
-/// Runs the profile; `variant` is `tonic`, `off`, `10` or `100` (percent sampled).
+/// Runs the profile; `variant` is `tonic`, `off`, `metrics` (metrics on, tracing off), a
+/// percentage sampled (`0`, `10`, `100`: tracing on, metrics off), or `metrics+10`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let [variant, n] = args else {
-        anyhow::bail!("usage: bench profile tonic|off|10|100 N");
+        anyhow::bail!("usage: bench profile tonic|off|metrics|0|10|100|metrics+10 N");
     };
     let n: u64 = n.parse()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -30,14 +31,27 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         } = match variant.as_str() {
             "tonic" => profile_tonic(n).await?,
             "off" => profile_micro(n, None).await?,
-            percent => {
-                let ratio = percent.parse::<f64>()? / 100.0;
-                let telemetry = Telemetry::builder("bench")
+            variant => {
+                let (metrics, percent) = match variant {
+                    "metrics" => (true, None),
+                    other => match other.strip_prefix("metrics+") {
+                        Some(percent) => (true, Some(percent)),
+                        None => (false, Some(other)),
+                    },
+                };
+                let mut telemetry = Telemetry::builder("bench")
                     .otlp(receiver.addresses[0].clone())
-                    .sample_ratio(ratio)
-                    .install_global(false)
-                    .init()?;
-                let result = profile_micro(n, Some(&telemetry)).await?;
+                    .logs(false)
+                    .install_global(false);
+                if let Some(percent) = percent {
+                    telemetry = telemetry.sample_ratio(percent.parse::<f64>()? / 100.0);
+                }
+                let telemetry = telemetry.init()?;
+                let instrumentation = telemetry
+                    .instrumentation()
+                    .tracing(percent.is_some())
+                    .metrics(metrics);
+                let result = profile_micro(n, Some(instrumentation)).await?;
                 tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
                 result
             }
@@ -77,21 +91,19 @@ async fn profile_tonic(n: u64) -> anyhow::Result<Measured> {
     measure(n, call).await
 }
 
-async fn profile_micro(n: u64, telemetry: Option<&Telemetry>) -> anyhow::Result<Measured> {
-    let mut builder =
-        Service::builder("bench.server").registry(micro_otel::discovery::MemoryRegistry::new());
-    builder = match telemetry {
-        Some(t) => builder.instrumentation(t.instrumentation()),
-        None => builder.instrumentation(micro_otel::Instrumentation::off()),
-    };
+async fn profile_micro(
+    n: u64,
+    instrumentation: Option<micro_otel::Instrumentation>,
+) -> anyhow::Result<Measured> {
+    let instrumentation = instrumentation.unwrap_or_else(micro_otel::Instrumentation::off);
+    let builder = Service::builder("bench.server")
+        .registry(micro_otel::discovery::MemoryRegistry::new())
+        .instrumentation(instrumentation.clone());
     let service = builder.build();
     user::register_user_handler(&service, servers::Users(servers::store()))
         .expect("handler registered before start");
     let running = service.start().await?;
-    let client = match telemetry {
-        Some(t) => Client::builder().instrumentation(t.instrumentation()),
-        None => Client::builder().instrumentation(micro_otel::Instrumentation::off()),
-    };
+    let client = Client::builder().instrumentation(instrumentation);
     let client = user::UserClient::new(&running.local_addr().to_string(), client.build());
     let client = Arc::new(client);
     let call = || {

@@ -12,6 +12,7 @@ pub mod nats;
 pub mod otlp;
 pub mod pubsub;
 pub mod python;
+pub mod rotel;
 
 /// Every golden case's expected output, compiled as it would be in a user's crate.
 pub mod golden {

@@ -1,11 +1,24 @@
-//! A real OTLP/gRPC trace receiver on loopback, for tests and benchmarks: it counts export
-//! requests and keeps span names with their resource's service name and version (or
-//! discards everything).
+//! A real OTLP/gRPC receiver on loopback, for tests and benchmarks: traces, metrics and
+//! logs. It counts span export requests, keeps span names with their resource's service
+//! name and version, and every request of the three signals as received (or discards
+//! everything).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -46,14 +59,26 @@ impl Receiver {
             keep,
             exports: AtomicUsize::new(0),
             versions: Mutex::new(Vec::new()),
+            requests: Mutex::new(Requests::default()),
         });
+        // As collectors do: large requests, and gzip (what rotel sends).
+        let (limit, gzip) = (64 * 1024 * 1024, tonic::codec::CompressionEncoding::Gzip);
         let service = TraceServiceServer::from_arc(collector.clone())
-            .max_decoding_message_size(64 * 1024 * 1024);
+            .max_decoding_message_size(limit)
+            .accept_compressed(gzip);
+        let metrics = MetricsServiceServer::from_arc(collector.clone())
+            .max_decoding_message_size(limit)
+            .accept_compressed(gzip);
+        let logs = LogsServiceServer::from_arc(collector.clone())
+            .max_decoding_message_size(limit)
+            .accept_compressed(gzip);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = crate::harness::incoming(listener);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics)
+                .add_service(logs)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
@@ -85,6 +110,22 @@ impl Receiver {
     pub fn service_versions(&self) -> Vec<String> {
         self.collector.versions.lock().unwrap().clone()
     }
+
+    /// Every export request of the three signals received so far.
+    pub fn requests(&self) -> Requests {
+        self.collector.requests.lock().unwrap().clone()
+    }
+}
+
+/// Export requests as received, per signal.
+#[derive(Debug, Clone, Default)]
+pub struct Requests {
+    /// Span exports.
+    pub traces: Vec<ExportTraceServiceRequest>,
+    /// Metric exports.
+    pub metrics: Vec<ExportMetricsServiceRequest>,
+    /// Log exports.
+    pub logs: Vec<ExportLogsServiceRequest>,
 }
 
 struct Collector {
@@ -92,6 +133,7 @@ struct Collector {
     keep: bool,
     exports: AtomicUsize,
     versions: Mutex<Vec<String>>,
+    requests: Mutex<Requests>,
 }
 
 /// A string attribute of the resource the spans come from.
@@ -119,8 +161,10 @@ impl TraceService for Collector {
             return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
         }
         self.exports.fetch_add(1, Ordering::SeqCst);
+        let request = request.into_inner();
+        self.requests.lock().unwrap().traces.push(request.clone());
         let mut received = self.received.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service = resource_attribute(&resource_spans, "service.name");
             self.versions
                 .lock()
@@ -133,5 +177,39 @@ impl TraceService for Collector {
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        if self.keep {
+            self.requests
+                .lock()
+                .unwrap()
+                .metrics
+                .push(request.into_inner());
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        if self.keep {
+            self.requests
+                .lock()
+                .unwrap()
+                .logs
+                .push(request.into_inner());
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }

@@ -57,6 +57,8 @@ impl UserHandler for Users {
             let _insert = ctx.span("Store.InsertUser");
             self.store.insert(request.name, request.email)
         };
+        // A `tracing` event: a log record carrying this call's trace and span ids.
+        tracing::info!(user.id = user.id, "user created");
         if let Some(created) = &self.created {
             // A PRODUCER span under this server span; the subscribers' CONSUMER spans follow.
             created

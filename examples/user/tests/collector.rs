@@ -1,0 +1,376 @@
+//! The example's three signals through a real collector, as an operator runs it: `rotel`
+//! (from PyPI) receives OTLP from `user-example server` and `client` processes configured
+//! only by `OTEL_*` variables, and forwards to a receiver in this test, which parses what
+//! arrived: span names and attributes, metric names, units, buckets, values and attributes,
+//! log records with their trace and span ids.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use micro_otel_tests::otlp::{Receiver, Requests};
+use micro_otel_tests::rotel::Rotel;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::metric;
+
+const BIN: &str = env!("CARGO_BIN_EXE_user-example");
+
+/// Quick exports, so a test need not wait a minute for metrics.
+const QUICK: &[(&str, &str)] = &[
+    ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+];
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attributes(list: &[KeyValue]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
+}
+
+/// One histogram data point as received.
+#[derive(Debug, Clone)]
+struct Histogram {
+    service: String,
+    name: String,
+    unit: String,
+    attributes: BTreeMap<String, String>,
+    count: u64,
+    sum: f64,
+    bounds: Vec<f64>,
+}
+
+/// The latest (cumulative) point of every histogram series received.
+fn histograms(requests: &Requests) -> Vec<Histogram> {
+    let mut latest: BTreeMap<String, Histogram> = BTreeMap::new();
+    for request in &requests.metrics {
+        for resource in &request.resource_metrics {
+            let resource_attributes = attributes(
+                resource
+                    .resource
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.attributes),
+            );
+            let service = resource_attributes
+                .get("service.name")
+                .cloned()
+                .unwrap_or_default();
+            for scope in &resource.scope_metrics {
+                for metric in &scope.metrics {
+                    let Some(metric::Data::Histogram(h)) = &metric.data else {
+                        continue;
+                    };
+                    for point in &h.data_points {
+                        let histogram = Histogram {
+                            service: service.clone(),
+                            name: metric.name.clone(),
+                            unit: metric.unit.clone(),
+                            attributes: attributes(&point.attributes),
+                            count: point.count,
+                            sum: point.sum.unwrap_or_default(),
+                            bounds: point.explicit_bounds.clone(),
+                        };
+                        let key = format!("{service}{}{:?}", metric.name, histogram.attributes);
+                        latest.insert(key, histogram);
+                    }
+                }
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// The total count of `name`'s series from `service` whose attributes include `with`.
+fn count(histograms: &[Histogram], service: &str, name: &str, with: &[(&str, &str)]) -> u64 {
+    histograms
+        .iter()
+        .filter(|h| h.service == service && h.name == name)
+        .filter(|h| {
+            with.iter()
+                .all(|(k, v)| h.attributes.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|h| h.count)
+        .sum()
+}
+
+/// Starts `user-example server` with `env`; returns it and its address.
+fn server(env: &[(&str, &str)]) -> (Child, String) {
+    let mut server = Command::new(BIN)
+        .args(["server", "--address", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().expect("piped")).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            Some(
+                l.strip_prefix("serving user.User on ")?
+                    .split(';')
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .expect("the server says where it listens");
+    std::thread::spawn(move || lines.for_each(drop));
+    (server, address)
+}
+
+/// Runs `user-example client ARGS` with `env` to its end.
+fn client(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(BIN)
+        .arg("client")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stop(mut server: Child) {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    assert!(
+        server.wait().unwrap().success(),
+        "SIGTERM stops the server cleanly"
+    );
+}
+
+/// Waits (at most 15 s) until `done` holds for what the receiver has.
+async fn until(
+    receiver: &Receiver,
+    rotel: &Rotel,
+    what: &str,
+    done: impl Fn(&Requests) -> bool,
+) -> Requests {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let requests = receiver.requests();
+        if done(&requests) {
+            return requests;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never arrived: {} trace, {} metric, {} log exports; rotel said:\n{}",
+            requests.traces.len(),
+            requests.metrics.len(),
+            requests.logs.len(),
+            rotel.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg_attr(
+    not(have_python_venv),
+    ignore = "needs python3 with venv (rotel comes from PyPI): apt-get install python3-venv"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_s_spans_metrics_and_logs_reach_a_real_collector() {
+    let receiver = Receiver::start().await.unwrap();
+    let rotel = Rotel::start(env!("CARGO_TARGET_TMPDIR"), &receiver.endpoint());
+    let endpoint = rotel.grpc_endpoint();
+    let mut env = QUICK.to_vec();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint));
+    let (running, address) = server(&env);
+    client(&["--address", &address], &env); // the tour: CreateUser, GetUser, ListUsers, WatchUsers
+    let mut calls = env.clone();
+    calls.push(("OTEL_SERVICE_NAME", "user.caller"));
+    // GetUser 1 to 5: user 1 exists (the tour made it), the other four are NOT_FOUND.
+    client(&["--address", &address, "--calls", "5"], &calls);
+    stop(running);
+
+    let server_calls = |r: &Requests| {
+        count(
+            &histograms(r),
+            "user.service",
+            "rpc.server.call.duration",
+            &[("rpc.method", "user.User/GetUser")],
+        ) >= 6
+    };
+    let requests = until(&receiver, &rotel, "the server's metrics", |r| {
+        server_calls(r) && !r.logs.is_empty()
+    })
+    .await;
+
+    // Metrics: names, units, buckets, the status split, each side's error.type.
+    let histograms = histograms(&requests);
+    let get = ("rpc.method", "user.User/GetUser");
+    let server_duration = "rpc.server.call.duration";
+    assert_eq!(
+        count(&histograms, "user.service", server_duration, &[get]),
+        6
+    );
+    assert_eq!(
+        count(
+            &histograms,
+            "user.service",
+            server_duration,
+            &[get, ("rpc.response.status_code", "OK")]
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &histograms,
+            "user.service",
+            server_duration,
+            &[get, ("rpc.response.status_code", "NOT_FOUND")]
+        ),
+        4
+    );
+    assert_eq!(
+        count(
+            &histograms,
+            "user.service",
+            server_duration,
+            &[get, ("error.type", "NOT_FOUND")]
+        ),
+        0,
+        "a caller's error"
+    );
+    let client_duration = "rpc.client.call.duration";
+    assert_eq!(
+        count(
+            &histograms,
+            "user.caller",
+            client_duration,
+            &[get, ("error.type", "NOT_FOUND")]
+        ),
+        4
+    );
+    assert_eq!(
+        count(
+            &histograms,
+            "user.caller",
+            "grpc.client.attempt.duration",
+            &[("grpc.method", "user.User/GetUser"), ("grpc.status", "OK")]
+        ),
+        1
+    );
+    for h in histograms.iter().filter(|h| h.name.ends_with(".duration")) {
+        assert_eq!(h.unit, "s", "{}", h.name);
+        assert_eq!(h.bounds.first(), Some(&0.0), "{}", h.name);
+        assert_eq!(h.bounds.get(1), Some(&0.00001), "{}: A66's buckets", h.name);
+        assert_eq!(h.bounds.last(), Some(&100.0), "{}", h.name);
+        assert!(h.sum < h.count as f64 * 2.0, "{}: seconds", h.name);
+        assert_eq!(
+            h.attributes
+                .get("rpc.system.name")
+                .map(String::as_str)
+                .unwrap_or("grpc"),
+            "grpc"
+        );
+    }
+    for h in histograms
+        .iter()
+        .filter(|h| h.name.ends_with("message_size"))
+    {
+        assert_eq!(h.unit, "By", "{}", h.name);
+    }
+
+    // Spans: the server's GetUser spans with their attributes, on a described resource.
+    let mut server_spans = Vec::new();
+    for request in &requests.traces {
+        for resource_spans in &request.resource_spans {
+            let resource = attributes(
+                resource_spans
+                    .resource
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.attributes),
+            );
+            for scope in &resource_spans.scope_spans {
+                for span in &scope.spans {
+                    if resource.get("service.name").map(String::as_str) == Some("user.service")
+                        && span.name == "user.User/GetUser"
+                    {
+                        server_spans.push((
+                            resource.clone(),
+                            attributes(&span.attributes),
+                            span.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let (resource, span_attributes, _) = server_spans.first().expect("GetUser spans arrived");
+    for key in [
+        "host.name",
+        "process.pid",
+        "process.executable.name",
+        "telemetry.sdk.name",
+        "telemetry.sdk.language",
+        "service.version",
+    ] {
+        assert!(
+            resource.contains_key(key),
+            "the resource has {key}: {resource:?}"
+        );
+    }
+    assert_eq!(
+        span_attributes.get("rpc.system.name").map(String::as_str),
+        Some("grpc")
+    );
+    assert_eq!(
+        span_attributes.get("rpc.method").map(String::as_str),
+        Some("user.User/GetUser")
+    );
+
+    // Logs: the handler's `tracing::info!` as a record carrying its server span's ids.
+    let created: Vec<_> = requests
+        .logs
+        .iter()
+        .flat_map(|r| &r.resource_logs)
+        .flat_map(|r| &r.scope_logs)
+        .flat_map(|s| &s.log_records)
+        .filter(|record| text(&record.body) == "user created")
+        .collect();
+    let record = created.first().expect("the handler's log line arrived");
+    assert_eq!(record.severity_text, "INFO");
+    assert_eq!(
+        attributes(&record.attributes)
+            .get("user.id")
+            .map(String::as_str),
+        Some("1")
+    );
+    let create_span = requests
+        .traces
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .find(|s| s.name == "user.User/CreateUser" && s.kind == 2)
+        .expect("the CreateUser server span arrived");
+    assert_eq!(
+        record.trace_id, create_span.trace_id,
+        "the log line is in the call's trace"
+    );
+    assert_eq!(
+        record.span_id, create_span.span_id,
+        "and names the server span"
+    );
+    drop(rotel);
+}
