@@ -27,6 +27,7 @@
 
 mod messaging;
 mod rpc;
+mod series;
 
 use std::sync::Arc;
 

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use futures_util::StreamExt as _;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
 use tonic::{Code, Status};
 
 use super::Buckets;
+use super::series::{Outcome, Series, SeriesMap};
 use crate::call::{
     AnyMessage, BoxFuture, Call, Ended, Ending, Method, Payload, Reply, Target, Watch,
 };
@@ -31,6 +32,25 @@ pub(crate) struct Instruments {
     retries: Histogram<u64>,
     /// Whether the older attribute names go beside the current ones (`rpc/dup`).
     old_names: bool,
+    /// The server's instruments, bound per method and outcome.
+    served: SeriesMap<(), ServedBound>,
+    /// The client's instruments, bound per method, target and outcome.
+    called: SeriesMap<BoundCounter<u64>, CalledBound>,
+}
+
+/// A served method's instruments for one outcome.
+struct ServedBound {
+    duration: BoundHistogram<f64>,
+    sent: BoundHistogram<u64>,
+    received: BoundHistogram<u64>,
+}
+
+/// A called method's instruments for one target and outcome.
+struct CalledBound {
+    call: BoundHistogram<f64>,
+    attempt: BoundHistogram<f64>,
+    sent: BoundHistogram<u64>,
+    received: BoundHistogram<u64>,
 }
 
 impl Instruments {
@@ -92,6 +112,8 @@ impl Instruments {
                 .with_boundaries(vec![1.0, 2.0, 3.0, 4.0, 5.0])
                 .build(),
             old_names: semconv::emit_old_rpc_names(),
+            served: SeriesMap::default(),
+            called: SeriesMap::default(),
         }
     }
 
@@ -106,6 +128,7 @@ impl Instruments {
         };
         let served = Served {
             instruments: self.clone(),
+            series: self.served.get(method, ""),
             method,
             start: Instant::now(),
         };
@@ -134,15 +157,32 @@ impl Instruments {
         let (Some(method), Some(target)) = (call.ctx.method(), call.ctx.target()) else {
             return next.run(call);
         };
+        let (target, deadline) = (target.clone(), call.ctx.deadline());
+        Box::pin(self.measure_call(method, &target, deadline, || next.run(call)))
+    }
+
+    /// Measures the call of `method` on `target` that `start` starts, from now to its end.
+    pub(crate) fn measure_call<S, F>(
+        self: &Arc<Self>,
+        method: &'static Method,
+        target: &Target,
+        deadline: Option<Instant>,
+        start: S,
+    ) -> impl Future<Output = Result<Reply, Status>> + use<S, F>
+    where
+        S: FnOnce() -> F,
+        F: Future<Output = Result<Reply, Status>>,
+    {
         let called = Called {
             instruments: self.clone(),
+            series: self.called.get(method, target.name()),
             method,
             target: target.clone(),
             start: Instant::now(),
         };
-        let watch = Watch::new(called, call.ctx.deadline());
-        let reply = next.run(call);
-        Box::pin(async move { watch.finish(reply.await) })
+        let watch = Watch::new(called, deadline);
+        let reply = start();
+        async move { watch.finish(reply.await) }
     }
 
     /// The RPC attributes of a finished call: the method, the status, `error.type` when
@@ -215,14 +255,21 @@ impl Attempts {
             .method()
             .zip(call.ctx.target())
             .map(|(method, target)| {
-                let grpc = [
-                    KeyValue::new(semconv::GRPC_METHOD, method.full_name()),
-                    KeyValue::new(semconv::GRPC_TARGET, target_value(target)),
-                ];
-                self.0.attempt_started.add(1, &grpc);
+                let series = self.0.called.get(method, target.name());
+                let grpc = || {
+                    [
+                        KeyValue::new(semconv::GRPC_METHOD, method.full_name()),
+                        KeyValue::new(semconv::GRPC_TARGET, target_value(target)),
+                    ]
+                };
+                series
+                    .started(|| self.0.attempt_started.bind(&grpc()))
+                    .add(1);
                 Attempt {
                     instruments: self.0.clone(),
-                    grpc,
+                    series,
+                    method,
+                    target: target.clone(),
                     start: Instant::now(),
                 }
             });
@@ -271,20 +318,17 @@ where
     S: FnOnce(Call) -> F,
     F: Future<Output = Result<Reply, Status>>,
 {
-    let Call { ctx, payload } = call;
-    let deadline = ctx.deadline();
-    let (payload, request) = Bytes::count(payload);
+    let mut call = call;
     let measuring = Measuring {
         measure,
-        request,
+        request: Bytes::count(&mut call.payload),
         reply: Bytes::Known(0),
     };
-    let mut watch = Watch::new(measuring, deadline);
-    let reply = run(Call::new(ctx, payload));
+    let mut watch = Watch::new(measuring, call.ctx.deadline());
+    let reply = run(call);
     async move {
         let result = reply.await.map(|mut reply| {
-            let (payload, bytes) = Bytes::count(reply.payload);
-            reply.payload = payload;
+            let bytes = Bytes::count(&mut reply.payload);
             if let Some(measuring) = watch.ending_mut() {
                 measuring.reply = bytes;
             }
@@ -315,22 +359,21 @@ enum Bytes {
 }
 
 impl Bytes {
-    /// The payload, watched, and its size so far.
-    fn count(payload: Payload) -> (Payload, Self) {
+    /// The size of `payload`: a message's now; a stream's, watched in place, as it passes.
+    fn count(payload: &mut Payload) -> Self {
         match payload {
-            Payload::Message(message) => {
-                let size = message.encoded_len() as u64;
-                (Payload::Message(message), Bytes::Known(size))
-            }
+            Payload::Message(message) => Bytes::Known(message.encoded_len() as u64),
             Payload::Stream(stream) => {
                 let total = Arc::new(AtomicU64::new(0));
                 let sum = total.clone();
-                let counted = stream.inspect(move |item: &Result<AnyMessage, Status>| {
+                let inner = std::mem::replace(stream, Box::pin(futures_util::stream::empty()));
+                let counted = inner.inspect(move |item: &Result<AnyMessage, Status>| {
                     if let Ok(message) = item {
                         sum.fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
                     }
                 });
-                (Payload::Stream(Box::pin(counted)), Bytes::Counting(total))
+                *stream = Box::pin(counted);
+                Bytes::Counting(total)
             }
         }
     }
@@ -343,45 +386,77 @@ impl Bytes {
     }
 }
 
-/// The status code an operation ended with.
-fn code_of(how: Ended<'_>) -> Code {
-    how.status().map_or(Code::Ok, Status::code)
-}
-
 /// A call served by a handler.
 struct Served {
     instruments: Arc<Instruments>,
+    series: Arc<Series<(), ServedBound>>,
     method: &'static Method,
     start: Instant,
 }
 
 impl Measure for Served {
     fn record(self, how: Ended<'_>, request: u64, reply: u64) {
-        let code = code_of(how);
-        let method = self.method;
-        let i = &self.instruments;
-        let error = semconv::is_server_error(code);
-        let attributes = i.attributes(
-            method.full_name(),
-            Some(method.service()),
-            code,
-            error,
-            None,
-        );
-        i.server_duration
-            .record(self.start.elapsed().as_secs_f64(), &attributes);
-        let grpc = [
-            KeyValue::new(semconv::GRPC_METHOD, method.full_name()),
-            KeyValue::new(semconv::GRPC_STATUS, code_name(code)),
-        ];
-        i.server_sent.record(reply, &grpc);
-        i.server_received.record(request, &grpc);
+        let (i, method) = (&self.instruments, self.method);
+        let bound = self.series.outcome(Outcome::of(how), |outcome| {
+            let code = outcome.code();
+            let error = semconv::is_server_error(code);
+            let attributes = i.attributes(
+                method.full_name(),
+                Some(method.service()),
+                code,
+                error,
+                None,
+            );
+            let grpc = [
+                KeyValue::new(semconv::GRPC_METHOD, method.full_name()),
+                KeyValue::new(semconv::GRPC_STATUS, code_name(code)),
+            ];
+            ServedBound {
+                duration: i.server_duration.bind(&attributes),
+                sent: i.server_sent.bind(&grpc),
+                received: i.server_received.bind(&grpc),
+            }
+        });
+        bound.duration.record(self.start.elapsed().as_secs_f64());
+        bound.sent.record(reply);
+        bound.received.record(request);
+    }
+}
+
+/// The client's instruments of `method` on `target` for `outcome`, bound.
+fn bind_called(
+    i: &Instruments,
+    method: &'static Method,
+    target: &Target,
+    outcome: Outcome,
+) -> CalledBound {
+    let code = outcome.code();
+    // A caller that stopped waiting chose to: CANCELLED, but no failure (as on its span).
+    let error = !outcome.given_up();
+    let attributes = i.attributes(
+        method.full_name(),
+        Some(method.service()),
+        code,
+        error,
+        Some(target),
+    );
+    let grpc = [
+        KeyValue::new(semconv::GRPC_METHOD, method.full_name()),
+        KeyValue::new(semconv::GRPC_TARGET, target_value(target)),
+        KeyValue::new(semconv::GRPC_STATUS, code_name(code)),
+    ];
+    CalledBound {
+        call: i.client_duration.bind(&attributes),
+        attempt: i.attempt_duration.bind(&grpc),
+        sent: i.attempt_sent.bind(&grpc),
+        received: i.attempt_received.bind(&grpc),
     }
 }
 
 /// A call made through a client, retries included.
 struct Called {
     instruments: Arc<Instruments>,
+    series: Arc<Series<BoundCounter<u64>, CalledBound>>,
     method: &'static Method,
     target: Target,
     start: Instant,
@@ -389,42 +464,34 @@ struct Called {
 
 impl Ending for Called {
     fn ended(self, how: Ended<'_>) {
-        let code = code_of(how);
-        let method = self.method;
-        // A caller that stopped waiting chose to: CANCELLED, but no failure (as on its span).
-        let error = !matches!(how, Ended::Cancelled(_));
-        let attributes = self.instruments.attributes(
-            method.full_name(),
-            Some(method.service()),
-            code,
-            error,
-            Some(&self.target),
-        );
-        self.instruments
-            .client_duration
-            .record(self.start.elapsed().as_secs_f64(), &attributes);
+        let bound = self.series.outcome(Outcome::of(how), |outcome| {
+            bind_called(&self.instruments, self.method, &self.target, outcome)
+        });
+        bound.call.record(self.start.elapsed().as_secs_f64());
     }
 }
 
 /// One attempt of a client call.
 struct Attempt {
     instruments: Arc<Instruments>,
-    grpc: [KeyValue; 2],
+    series: Arc<Series<BoundCounter<u64>, CalledBound>>,
+    method: &'static Method,
+    target: Target,
     start: Instant,
 }
 
 impl Measure for Attempt {
     fn record(self, how: Ended<'_>, request: u64, reply: u64) {
-        let [method, target] = self.grpc;
-        let grpc = [
-            method,
-            target,
-            KeyValue::new(semconv::GRPC_STATUS, code_name(code_of(how))),
-        ];
-        let i = &self.instruments;
-        i.attempt_duration
-            .record(self.start.elapsed().as_secs_f64(), &grpc);
-        i.attempt_sent.record(request, &grpc);
-        i.attempt_received.record(reply, &grpc);
+        // An attempt the caller gave up on reports CANCELLED like any other.
+        let outcome = match how {
+            Ended::Cancelled(status) => Outcome::failed(status),
+            how => Outcome::of(how),
+        };
+        let bound = self.series.outcome(outcome, |outcome| {
+            bind_called(&self.instruments, self.method, &self.target, outcome)
+        });
+        bound.attempt.record(self.start.elapsed().as_secs_f64());
+        bound.sent.record(request);
+        bound.received.record(reply);
     }
 }
