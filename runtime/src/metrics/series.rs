@@ -76,9 +76,12 @@ impl<C, T> Series<C, T> {
     }
 }
 
+/// The series of one method, by target.
+type ByTarget<C, T> = HashMap<Arc<str>, Arc<Series<C, T>>, FixedState>;
+
 /// The series of each method and target seen so far.
 pub(crate) struct SeriesMap<C, T> {
-    by_method: RwLock<HashMap<usize, HashMap<Arc<str>, Arc<Series<C, T>>, FixedState>, FixedState>>,
+    by_method: RwLock<HashMap<usize, ByTarget<C, T>, FixedState>>,
 }
 
 impl<C, T> Default for SeriesMap<C, T> {
