@@ -381,3 +381,78 @@ async fn rpc_dup_child() {
     }
     running.stop().await.unwrap();
 }
+
+/// A registered node nothing listens on (its port was just freed).
+async fn dead_node(registry: &MemoryRegistry, service: &str) {
+    use micro_otel_tests::discovery::PutNode;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node = micro_otel::discovery::Node::new("dead", closed.local_addr().unwrap().to_string());
+    drop(closed);
+    registry
+        .put_node(service, &node, Duration::from_secs(60))
+        .await;
+}
+
+#[tokio::test]
+async fn the_machinery_reports_nodes_connections_ejections_and_refused_retries() {
+    let meters = Meters::default();
+    let registry = MemoryRegistry::new();
+    let service = Service::builder("echo")
+        .registry(registry.clone())
+        .instrumentation(meters.instrumentation())
+        .build();
+    echo::register_echo_handler(&service, Echo::default()).unwrap();
+    let running = service.start().await.unwrap();
+    dead_node(&registry, "echo").await;
+    let client = micro_otel::Client::builder()
+        .registry(registry.clone())
+        .selector(micro_otel::discovery::RoundRobin::default())
+        .instrumentation(meters.instrumentation())
+        .build();
+    let echo = EchoClient::new("echo", client.clone());
+    for _ in 0..4 {
+        echo.unary(EchoRequest::default()).await.unwrap();
+    }
+    let gauge = |name: &str| meters.total(name, &[]);
+    assert_eq!(
+        meters.total(
+            "micro_otel.client.registry.nodes",
+            &[("micro_otel.service", "echo")]
+        ),
+        2.0,
+        "both registered nodes are in the cache"
+    );
+    assert!(gauge("micro_otel.client.connections") >= 1.0);
+    assert_eq!(
+        meters.total(
+            "micro_otel.client.ejections",
+            &[("micro_otel.service", "echo")]
+        ),
+        1.0,
+        "the dead node was left out once"
+    );
+
+    // With a budget of one token, the second failure of a call is not retried.
+    let registry = MemoryRegistry::new();
+    dead_node(&registry, "gone").await;
+    let stingy = micro_otel::Client::builder()
+        .registry(registry)
+        .retry(micro_otel::client::RetryPolicy::default().budget(1, 0.0))
+        .ejection(Duration::ZERO)
+        .instrumentation(meters.instrumentation())
+        .build();
+    let gone = EchoClient::new("gone", stingy);
+    assert_eq!(
+        gone.unary(EchoRequest::default()).await.unwrap_err().code(),
+        Code::Unavailable
+    );
+    assert_eq!(
+        meters.total(
+            "micro_otel.client.retries.refused",
+            &[("grpc.target", "gone")]
+        ),
+        1.0
+    );
+    drop(client);
+    running.stop().await.unwrap();
+}

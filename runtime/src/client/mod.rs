@@ -418,6 +418,9 @@ impl ClientConfig {
             self.ejection.unwrap_or(EJECTION),
             chains.metrics().map(|m| m.attempts()),
         );
+        if let Some(metrics) = chains.metrics() {
+            metrics.observe_client(selection.state());
+        }
         Client {
             inner: Arc::new(Inner {
                 chain: Chain::new(chains.outgoing(&self.wrappers), selection.clone()),

@@ -87,6 +87,11 @@ impl Pool {
         }
     }
 
+    /// How many connections the pool holds.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The addresses with a connection, sorted.
     pub(crate) fn addresses(&self) -> Vec<String> {
         self.conns

@@ -17,6 +17,7 @@ use super::transport::Transport;
 use crate::call::{BoxFuture, Call, Method, Node, Target};
 use crate::discovery::{Cache, Nodes, Outcome, Selector};
 use crate::metrics::Attempts;
+use crate::metrics::machinery::ClientState;
 use crate::semconv;
 use crate::wrapper::{Reply, Terminal};
 
@@ -76,18 +77,20 @@ impl Ejection {
         }
     }
 
-    fn eject(&self, node: &Node) {
+    /// Leaves `node` out for the cooling period; whether it was in until now.
+    fn eject(&self, node: &Node) -> bool {
         if self.cooling.is_zero() {
-            return;
+            return false;
         }
         let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        if until
+        let newly = until
             .insert(node.id.clone(), Instant::now() + self.cooling)
-            .is_none()
-        {
+            .is_none();
+        if newly {
             self.count.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %node.id, address = %node.address, cooling = ?self.cooling, "node unreachable; left out for a while");
         }
+        newly
     }
 
     /// The nodes to choose from: all but the ejected and the `tried`, or, if that leaves
@@ -195,6 +198,12 @@ impl Selection {
         }
     }
 
+    /// What the machinery gauges read of this client: its cache and pool.
+    pub(crate) fn state(&self) -> std::sync::Weak<dyn ClientState> {
+        let shared: Arc<dyn ClientState> = self.0.clone();
+        Arc::downgrade(&shared)
+    }
+
     /// The transport behind the selection.
     pub(crate) fn transport(&self) -> &Transport {
         &self.0.transport
@@ -207,15 +216,12 @@ impl Shared {
     where
         Fut: Future<Output = Result<Reply, Status>>,
     {
-        let Some(target) = call.ctx.target() else {
+        let Some(target) = call.ctx.target().cloned() else {
             return Err(Status::internal("a call to pick a node for has no target"));
         };
         let nodes = match self.cache.known(target.name()) {
             Some(Ok(nodes)) => nodes,
-            _ => {
-                let target = target.clone();
-                self.nodes(&target).await?
-            }
+            _ => self.nodes(&target).await?,
         };
         let idempotent = call.ctx.method().is_some_and(|m| m.is_idempotent())
             || call.ctx.extensions().get::<Idempotent>().is_some();
@@ -228,7 +234,8 @@ impl Shared {
         loop {
             let candidates = self.ejection.candidates(&nodes, &tried);
             let node = self.pick(&mut call, &candidates)?;
-            let last = attempt >= self.retry.attempts() || !self.budget.allows_retry();
+            let budget_refuses = !self.budget.allows_retry();
+            let last = attempt >= self.retry.attempts() || budget_refuses;
             let again = if last { None } else { call.try_clone() };
             let pending = Pending {
                 selector: &*self.selector,
@@ -239,8 +246,11 @@ impl Shared {
             let outcome = Outcome::of(&result);
             let node = pending.tell(outcome);
             self.budget.record(outcome == Outcome::Success);
-            if outcome == Outcome::Unreachable {
-                self.ejection.eject(&node);
+            if outcome == Outcome::Unreachable
+                && self.ejection.eject(&node)
+                && let Some(attempts) = &self.attempts
+            {
+                attempts.ejected(target.name());
             }
             let status = match result {
                 Ok(mut reply) => {
@@ -257,6 +267,12 @@ impl Shared {
                 retryable(outcome, &status, idempotent)
                     && next.ctx.deadline().is_none_or(|d| Instant::now() < d)
             });
+            let refused = budget_refuses && attempt < self.retry.attempts();
+            if refused && retryable(outcome, &status, idempotent) {
+                if let (Some(attempts), Some(method)) = (&self.attempts, retries.method()) {
+                    attempts.refused(method, &target);
+                }
+            }
             let Some(next) = retry else {
                 if let Some(span) = &span {
                     record_peer(span, &node);
@@ -289,6 +305,18 @@ impl Shared {
     }
 }
 
+impl ClientState for Shared {
+    fn nodes(&self, each: &mut dyn FnMut(&str, u64)) {
+        for (service, nodes) in self.cache.node_counts() {
+            each(&service, nodes as u64);
+        }
+    }
+
+    fn connections(&self) -> u64 {
+        self.transport.pool().len() as u64
+    }
+}
+
 impl Terminal for Selection {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Status>> {
         if !needs_pick(&call) {
@@ -308,6 +336,11 @@ impl<'a> Retries<'a> {
             let method = call.ctx.method()?;
             Some((attempts, method, call.ctx.target()?.clone()))
         }))
+    }
+
+    /// The method retried, when metrics are on.
+    fn method(&self) -> Option<&'static Method> {
+        self.0.as_ref().map(|(_, method, _)| *method)
     }
 
     /// Records a call that ended on its `attempt`th attempt.

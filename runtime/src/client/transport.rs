@@ -28,6 +28,11 @@ impl Transport {
     pub(crate) fn new(pool: Arc<Pool>) -> Self {
         Self { pool }
     }
+
+    /// The pool the calls go through.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 impl Transport {

@@ -90,6 +90,18 @@ impl Cache {
         }
     }
 
+    /// Every service known, with its number of nodes.
+    pub(crate) fn node_counts(&self) -> Vec<(String, usize)> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        services
+            .iter()
+            .filter_map(|(service, state)| match &*state.borrow() {
+                State::Known(nodes) => Some((service.clone(), nodes.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The state of `service`, starting its watch task on first use.
     fn watched(&self, service: &str) -> watch::Receiver<State> {
         let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());

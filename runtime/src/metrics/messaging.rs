@@ -56,7 +56,7 @@ impl Instruments {
             .build();
         let undecodable = subscriptions.clone();
         meter
-            .u64_observable_counter(super::UNDECODABLE_MESSAGES)
+            .u64_observable_counter(super::machinery::UNDECODABLE_MESSAGES)
             .with_unit("{message}")
             .with_description(
                 "Messages rejected because they did not decode as the subscriber's type.",

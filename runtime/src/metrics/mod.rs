@@ -25,6 +25,7 @@
 //! Message sizes are the encoded protobuf sizes: what goes on the wire when the call is not
 //! compressed (gRPC's own framing left out).
 
+pub mod machinery;
 mod messaging;
 mod rpc;
 mod series;
@@ -66,16 +67,13 @@ pub const SIZE_BOUNDARIES: &[f64] = &[
     4294967296.0,
 ];
 
-/// `micro_otel.messaging.undecodable`: messages a subscription rejected because they did
-/// not decode as its type.
-pub const UNDECODABLE_MESSAGES: &str = "micro_otel.messaging.undecodable";
-
 /// The instruments of one service or client, and the wrappers that record into them:
 /// created once, by [`crate::Instrumentation`].
 #[derive(Clone)]
 pub(crate) struct Metrics {
     rpc: Arc<rpc::Instruments>,
     messaging: Arc<messaging::Instruments>,
+    machinery: Arc<machinery::Instruments>,
 }
 
 impl Metrics {
@@ -84,6 +82,7 @@ impl Metrics {
         Self {
             rpc: Arc::new(rpc::Instruments::new(meter, buckets)),
             messaging: Arc::new(messaging::Instruments::new(meter, buckets)),
+            machinery: Arc::new(machinery::Instruments::new(meter)),
         }
     }
 
@@ -99,9 +98,15 @@ impl Metrics {
         Arc::new(ClientMetrics(self.clone()))
     }
 
-    /// The recorder of a client's attempts, for its selection step.
+    /// The recorder of a client's attempts, ejections and refused retries, for its
+    /// selection step.
     pub(crate) fn attempts(&self) -> Attempts {
-        Attempts::new(self.rpc.clone())
+        Attempts::new(self.rpc.clone(), self.machinery.clone())
+    }
+
+    /// Reports `client`'s registry cache and channel pool for as long as it lives.
+    pub(crate) fn observe_client(&self, client: std::sync::Weak<dyn machinery::ClientState>) {
+        self.machinery.observe(client);
     }
 
     /// Reports the messages `stats` counts as consumed from `messaging`'s topic.

@@ -233,11 +233,24 @@ impl Instruments {
 /// Records each attempt of a client's calls and how often calls were retried: what the
 /// client's selection step reports through.
 #[derive(Clone)]
-pub(crate) struct Attempts(Arc<Instruments>);
+pub(crate) struct Attempts(Arc<Instruments>, Arc<super::machinery::Instruments>);
 
 impl Attempts {
-    pub(crate) fn new(instruments: Arc<Instruments>) -> Self {
-        Self(instruments)
+    pub(crate) fn new(
+        instruments: Arc<Instruments>,
+        machinery: Arc<super::machinery::Instruments>,
+    ) -> Self {
+        Self(instruments, machinery)
+    }
+
+    /// Counts a node of `service` ejected.
+    pub(crate) fn ejected(&self, service: &str) {
+        self.1.ejected(service);
+    }
+
+    /// Counts a retry of `method` on `target` that the budget refused.
+    pub(crate) fn refused(&self, method: &'static Method, target: &Target) {
+        self.1.refused(method.full_name(), target.name());
     }
 
     /// Sends one attempt of `call` with `send`, and records it.
