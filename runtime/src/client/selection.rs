@@ -268,10 +268,11 @@ impl Shared {
                     && next.ctx.deadline().is_none_or(|d| Instant::now() < d)
             });
             let refused = budget_refuses && attempt < self.retry.attempts();
-            if refused && retryable(outcome, &status, idempotent) {
-                if let (Some(attempts), Some(method)) = (&self.attempts, retries.method()) {
-                    attempts.refused(method, &target);
-                }
+            if refused
+                && retryable(outcome, &status, idempotent)
+                && let (Some(attempts), Some(method)) = (&self.attempts, retries.method())
+            {
+                attempts.refused(method, &target);
             }
             let Some(next) = retry else {
                 if let Some(span) = &span {
