@@ -53,6 +53,7 @@ macro_rules! otlp_exporter {
             super::Protocol::HttpProtobuf => {
                 let mut builder = $builder
                     .with_http()
+                    .with_http_client(OnRuntime::new(otlp.timeout)?)
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(otlp.endpoint.clone())
                     .with_timeout(otlp.timeout)
@@ -69,6 +70,44 @@ macro_rules! otlp_exporter {
             source,
         })?
     }};
+}
+
+/// The http/protobuf exporters' client: hyper's, each request run on the Tokio runtime
+/// `Telemetry::init` was called in (the batch processors export from threads of their own,
+/// where hyper finds no reactor).
+#[cfg(feature = "otlp")]
+#[derive(Debug)]
+struct OnRuntime {
+    runtime: tokio::runtime::Handle,
+    client: std::sync::Arc<opentelemetry_http::hyper::HyperClient>,
+}
+
+#[cfg(feature = "otlp")]
+impl OnRuntime {
+    fn new(timeout: std::time::Duration) -> Result<Self, TelemetryError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
+        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None);
+        Ok(Self {
+            runtime,
+            client: std::sync::Arc::new(client),
+        })
+    }
+}
+
+#[cfg(feature = "otlp")]
+#[tonic::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await
+            .map_err(|e| Box::new(e) as opentelemetry_http::HttpError)?
+    }
 }
 
 /// `otlp` with its timeout no longer than `limit` (a processor's export timeout: the

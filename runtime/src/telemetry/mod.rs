@@ -66,6 +66,9 @@ pub enum TelemetryError {
         /// What went wrong.
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// OTLP export over HTTP set up outside a Tokio runtime.
+    #[error("OTLP export needs a Tokio runtime: call Telemetry::init inside one")]
+    NoRuntime,
     /// An OTLP header that is not valid gRPC metadata.
     #[error("the OTLP header {header:?} is not valid gRPC metadata")]
     Header {
@@ -320,8 +323,9 @@ impl TextMapPropagator for SharedPropagator {
 }
 
 /// Sends spans of the `tracing` crate to `tracer` too, so that handler code using
-/// `tracing` nests under the server span, and its events to `logger` as log records
-/// carrying the trace and span ids (feature `tracing-bridge`, on by default).
+/// `tracing` nests under the server span, its events to `logger` as log records carrying
+/// the trace and span ids, and its warnings to standard error (feature `tracing-bridge`, on
+/// by default).
 #[cfg(feature = "tracing-bridge")]
 fn install_tracing_bridge(tracer: &SdkTracerProvider, logger: Option<&SdkLoggerProvider>) {
     use opentelemetry::trace::TracerProvider as _;
@@ -343,10 +347,19 @@ fn install_tracing_bridge(tracer: &SdkTracerProvider, logger: Option<&SdkLoggerP
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(logger)
             .with_filter(quiet)
     });
+    // Warnings and errors (the exporters' among them) also go to standard error, so that a
+    // collector that cannot be reached is seen; `RUST_LOG` says more or less.
+    let console = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
     // Another subscriber may be installed already; then `tracing` goes there.
     let _ = tracing_subscriber::registry()
         .with(spans)
         .with(logs)
+        .with(console)
         .try_init();
 }
 
