@@ -5,8 +5,7 @@
 //! log records with their trace and span ids.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use micro_otel_tests::otlp::{Receiver, Requests};
@@ -14,7 +13,9 @@ use micro_otel_tests::rotel::Rotel;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric;
 
-const BIN: &str = env!("CARGO_BIN_EXE_user-example");
+mod common;
+
+use common::BIN;
 
 /// Quick exports, so a test need not wait a minute for metrics.
 const QUICK: &[(&str, &str)] = &[
@@ -106,28 +107,7 @@ fn count(histograms: &[Histogram], service: &str, name: &str, with: &[(&str, &st
 
 /// Starts `user-example server` with `env`; returns it and its address.
 fn server(env: &[(&str, &str)]) -> (Child, String) {
-    let mut server = Command::new(BIN)
-        .args(["server", "--address", "127.0.0.1:0"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().expect("piped")).lines();
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            Some(
-                l.strip_prefix("serving user.User on ")?
-                    .split(';')
-                    .next()?
-                    .to_owned(),
-            )
-        })
-        .expect("the server says where it listens");
-    std::thread::spawn(move || lines.for_each(drop));
-    (server, address)
+    common::start_server(&[], env)
 }
 
 /// Runs `user-example client ARGS` with `env` to its end.

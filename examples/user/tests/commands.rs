@@ -2,11 +2,13 @@
 //! processes talking over 127.0.0.1, and three servers sharing a client's calls through a
 //! real etcd.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_user-example");
+mod common;
+
+use common::{BIN, bound_address, start_server};
 
 #[test]
 fn demo_prints_the_calls_and_a_connected_trace_tree() {
@@ -88,23 +90,6 @@ fn demo_prints_the_calls_and_a_connected_trace_tree() {
     );
 }
 
-/// The address a started server says it is bound to (it is given port 0, so no other
-/// process can take the port in between); the rest of its stderr is drained.
-fn bound_address(server: &mut std::process::Child) -> String {
-    let stderr = server.stderr.take().expect("stderr piped");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let rest = line.strip_prefix("serving user.User on ")?;
-            Some(rest.split(';').next()?.to_owned())
-        })
-        .expect("the server says where it listens");
-    std::thread::spawn(move || lines.for_each(drop));
-    address
-}
-
 #[test]
 fn server_and_client_run_as_separate_processes() {
     let mut server = Command::new(BIN)
@@ -154,24 +139,6 @@ fn server_and_client_run_as_separate_processes() {
         server_out.contains("user.User/CreateUser [server]"),
         "spans flushed at shutdown: {server_out}"
     );
-}
-
-/// Starts `user-example server` on a port the system picks, with `extra` arguments and
-/// environment; returns it and its address once it listens.
-fn start_server(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
-    let mut command = Command::new(BIN);
-    command
-        .args(["server", "--address", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut server = command.spawn().unwrap();
-    let address = bound_address(&mut server);
-    (server, address)
 }
 
 #[test]

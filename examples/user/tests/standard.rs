@@ -6,29 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_user-example");
+mod common;
 
 /// Starts `user-example server` on a port the system picks; returns it and its address.
 fn start_server() -> (Child, String) {
-    let mut server = Command::new(BIN)
-        .args(["server", "--address", "127.0.0.1:0"])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let rest = line.strip_prefix("serving user.User on ")?;
-            Some(rest.split(';').next()?.to_owned())
-        })
-        .expect("the server says where it listens");
-    std::thread::spawn(move || lines.for_each(drop));
-    (server, address)
+    common::start_server(&[], &[])
 }
 
 /// Runs `grpcurl -plaintext FLAGS ADDRESS WHAT`; its output, which must be a success.

@@ -28,14 +28,7 @@ type Subscriptions = Arc<Mutex<Vec<(SubscriberStats, Vec<KeyValue>)>>>;
 
 impl Instruments {
     pub(crate) fn new(meter: &Meter, buckets: &Buckets) -> Self {
-        let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .with_boundaries(buckets.latency.clone())
-                .build()
-        };
+        let seconds = |name, description| buckets.seconds(meter, name, description);
         let subscriptions = Subscriptions::default();
         let consumed = subscriptions.clone();
         meter

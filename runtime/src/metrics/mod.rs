@@ -139,6 +139,38 @@ pub(crate) struct Buckets {
     pub(crate) size: Vec<f64>,
 }
 
+impl Buckets {
+    /// A duration histogram, in seconds, with the latency boundaries.
+    pub(crate) fn seconds(
+        &self,
+        meter: &Meter,
+        name: &'static str,
+        description: &'static str,
+    ) -> opentelemetry::metrics::Histogram<f64> {
+        meter
+            .f64_histogram(name)
+            .with_unit("s")
+            .with_description(description)
+            .with_boundaries(self.latency.clone())
+            .build()
+    }
+
+    /// A size histogram, in bytes, with the size boundaries.
+    pub(crate) fn bytes(
+        &self,
+        meter: &Meter,
+        name: &'static str,
+        description: &'static str,
+    ) -> opentelemetry::metrics::Histogram<u64> {
+        meter
+            .u64_histogram(name)
+            .with_unit("By")
+            .with_description(description)
+            .with_boundaries(self.size.clone())
+            .build()
+    }
+}
+
 impl Default for Buckets {
     fn default() -> Self {
         Self {

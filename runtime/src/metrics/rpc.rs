@@ -55,22 +55,8 @@ struct CalledBound {
 
 impl Instruments {
     pub(crate) fn new(meter: &Meter, buckets: &Buckets) -> Self {
-        let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .with_boundaries(buckets.latency.clone())
-                .build()
-        };
-        let bytes = |name: &'static str, description: &'static str| {
-            meter
-                .u64_histogram(name)
-                .with_unit("By")
-                .with_description(description)
-                .with_boundaries(buckets.size.clone())
-                .build()
-        };
+        let seconds = |name, description| buckets.seconds(meter, name, description);
+        let bytes = |name, description| buckets.bytes(meter, name, description);
         Self {
             server_duration: seconds(
                 semconv::RPC_SERVER_CALL_DURATION,
