@@ -118,3 +118,88 @@ async fn a_zero_sample_ratio_exports_nothing_while_calls_work() {
         .unwrap();
     assert!(receiver.received().is_empty(), "{:?}", receiver.received());
 }
+
+/// The median latency of `n` GetUser-like echo calls.
+async fn median_latency(echo: &EchoClient, n: usize) -> Duration {
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        echo.unary(EchoRequest::default()).await.unwrap();
+        took.push(start.elapsed());
+    }
+    took.sort();
+    took[n / 2]
+}
+
+/// The exporter never hurts the service: with the collector down, or accepting connections
+/// and never answering, calls keep their latency (a ratio within this run, generous: this
+/// is a check that nothing waits on the collector, not a benchmark), spans beyond the
+/// bounded queue are dropped and counted, and export resumes by itself once the collector
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_down_or_blackholed_costs_spans_not_latency_and_export_resumes() {
+    let receiver = Receiver::start().await.unwrap();
+    let address: std::net::SocketAddr = receiver.endpoint()["http://".len()..].parse().unwrap();
+    let telemetry = Telemetry::builder("exporter.test")
+        .otlp(receiver.endpoint())
+        .sample_ratio(1.0)
+        .max_queue_size(64)
+        .max_export_batch_size(32)
+        .scheduled_delay(Duration::from_millis(20))
+        .export_timeout(Duration::from_millis(200))
+        .logs(false)
+        .install_global(false)
+        .init()
+        .unwrap();
+    let service = Service::builder("echo")
+        .registry(MemoryRegistry::new())
+        .instrumentation(telemetry.instrumentation())
+        .build();
+    echo::register_echo_handler(&service, Echo::default()).unwrap();
+    let running = service.start().await.unwrap();
+    let echo = EchoClient::new(&running.local_addr().to_string(), service.client());
+
+    let up = median_latency(&echo, 300).await;
+    drop(receiver); // down: connections refused
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let down = median_latency(&echo, 300).await;
+    // Blackholed: connections accepted, nothing ever answered.
+    let hole = tokio::net::TcpListener::bind(address).await.unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            open.push(socket);
+        }
+    });
+    let blackholed = median_latency(&echo, 300).await;
+    assert!(
+        telemetry.dropped_spans() > 0,
+        "the queue (64 spans) overflowed and the drops were counted"
+    );
+    held.abort();
+    let _ = held.await;
+    let back = Receiver::start_at(address).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while back.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "export resumed by itself"
+        );
+        echo.unary(EchoRequest::default()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "median latency: up {up:?}, down {down:?}, blackholed {blackholed:?}; {} spans dropped",
+        telemetry.dropped_spans()
+    );
+    for (what, latency) in [("down", down), ("blackholed", blackholed)] {
+        assert!(
+            latency < up * 3 + Duration::from_millis(1),
+            "{what}: {latency:?} against {up:?} with the collector up"
+        );
+    }
+    running.stop().await.unwrap();
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+}

@@ -50,8 +50,17 @@ impl Receiver {
         Self::start_with(false).await
     }
 
+    /// Starts a receiver keeping what it receives on `address` (a collector coming back).
+    pub async fn start_at(address: SocketAddr) -> std::io::Result<Self> {
+        Self::start_on(address, true).await
+    }
+
     async fn start_with(keep: bool) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().expect("an address"), keep).await
+    }
+
+    async fn start_on(address: SocketAddr, keep: bool) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let collector = Arc::new(Collector {

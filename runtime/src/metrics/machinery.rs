@@ -9,6 +9,7 @@
 //! | `micro_otel.client.ejections` | counter, {node} | `micro_otel.service` |
 //! | `micro_otel.client.retries.refused` | counter, {retry} | `grpc.method`, `grpc.target` |
 //! | `micro_otel.messaging.undecodable` | counter, {message} | `messaging.*` of the subscription |
+//! | `micro_otel.telemetry.spans.dropped` | counter, {span} | (reported by `Telemetry`) |
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -27,6 +28,9 @@ pub const RETRIES_REFUSED: &str = "micro_otel.client.retries.refused";
 /// `micro_otel.messaging.undecodable`: messages a subscription rejected because they did
 /// not decode as its type.
 pub const UNDECODABLE_MESSAGES: &str = "micro_otel.messaging.undecodable";
+/// `micro_otel.telemetry.spans.dropped`: spans dropped because the export queue was full
+/// (the collector down, slow, or not answering).
+pub const SPANS_DROPPED: &str = "micro_otel.telemetry.spans.dropped";
 /// The attribute naming the registry service of a client's machinery metrics.
 pub const SERVICE: &str = "micro_otel.service";
 

@@ -119,19 +119,14 @@ fn within(otlp: &super::settings::Otlp, limit: std::time::Duration) -> super::se
     otlp
 }
 
-/// Adds a batching processor per destination of the spans.
+/// Adds a batching processor per destination of the spans: ours for OTLP (bounded, its
+/// drops counted in `dropped`), the SDK's for the console.
 pub(crate) fn spans(
     mut provider: TracerProviderBuilder,
     settings: &Settings,
+    dropped: &super::batch::Dropped,
 ) -> Result<TracerProviderBuilder, TelemetryError> {
     let batch = settings.spans;
-    let config = || {
-        SpanBatchConfig::default()
-            .with_max_queue_size(batch.max_queue_size)
-            .with_max_export_batch_size(batch.max_export_batch_size)
-            .with_scheduled_delay(batch.scheduled_delay)
-            .build()
-    };
     for destination in &settings.traces {
         provider = match destination {
             #[cfg(feature = "otlp")]
@@ -139,18 +134,24 @@ pub(crate) fn spans(
                 let otlp = within(otlp, batch.export_timeout);
                 let exporter =
                     otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), &otlp, "traces");
-                provider.with_span_processor(
-                    BatchSpanProcessor::builder(exporter)
-                        .with_batch_config(config())
-                        .build(),
-                )
+                let runtime =
+                    tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
+                let batcher = super::batch::Batcher::new(exporter, batch, runtime, dropped.clone())
+                    .map_err(TelemetryError::Thread)?;
+                provider.with_span_processor(batcher)
             }
             #[cfg(not(feature = "otlp"))]
             Destination::Otlp(_) => provider,
             #[cfg(feature = "console")]
             Destination::Console => provider.with_span_processor(
                 BatchSpanProcessor::builder(opentelemetry_stdout::SpanExporter::default())
-                    .with_batch_config(config())
+                    .with_batch_config(
+                        SpanBatchConfig::default()
+                            .with_max_queue_size(batch.max_queue_size)
+                            .with_max_export_batch_size(batch.max_export_batch_size)
+                            .with_scheduled_delay(batch.scheduled_delay)
+                            .build(),
+                    )
                     .build(),
             ),
             #[cfg(not(feature = "console"))]

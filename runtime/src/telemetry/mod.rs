@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod export;
 mod sampling;
 mod settings;
@@ -66,7 +67,10 @@ pub enum TelemetryError {
         /// What went wrong.
         source: opentelemetry_otlp::ExporterBuildError,
     },
-    /// OTLP export over HTTP set up outside a Tokio runtime.
+    /// The span exporting thread could not be started.
+    #[error("starting the span export thread: {0}")]
+    Thread(std::io::Error),
+    /// OTLP export set up outside a Tokio runtime.
     #[error("OTLP export needs a Tokio runtime: call Telemetry::init inside one")]
     NoRuntime,
     /// An OTLP header that is not valid gRPC metadata.
@@ -164,6 +168,13 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Longest a span export may take before its batch is given up
+    /// (`OTEL_BSP_EXPORT_TIMEOUT`, default 30 s; the OTLP timeout, 10 s, bounds it too).
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.code.spans.export_timeout = Some(timeout);
+        self
+    }
+
     /// Time between metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, default 60 s).
     pub fn metric_interval(mut self, interval: Duration) -> Self {
         self.code.metric_interval = Some(interval);
@@ -194,6 +205,7 @@ impl TelemetryBuilder {
         );
         if settings.disabled {
             return Ok(Telemetry {
+                dropped: batch::Dropped::default(),
                 tracer: None,
                 meter: None,
                 logger: None,
@@ -207,7 +219,8 @@ impl TelemetryBuilder {
         if let Some(tree) = self.tree {
             spans = spans.with_simple_exporter(tree);
         }
-        let tracer = export::spans(spans, &settings)?.build();
+        let dropped = batch::Dropped::default();
+        let tracer = export::spans(spans, &settings, &dropped)?.build();
         let mut meters = SdkMeterProvider::builder().with_resource(resource.clone());
         if settings.exponential_histograms {
             meters = meters.with_view(exponential);
@@ -220,6 +233,19 @@ impl TelemetryBuilder {
             meters = meters.with_reader(reader);
         }
         let meter = export::metrics(meters, &settings)?.build();
+        {
+            use opentelemetry::metrics::MeterProvider as _;
+            meter
+                .meter_with_scope(crate::metrics::scope())
+                .u64_observable_counter(crate::metrics::machinery::SPANS_DROPPED)
+                .with_unit("{span}")
+                .with_description("Spans dropped because the export queue was full.")
+                .with_callback({
+                    let dropped = dropped.clone();
+                    move |observer| observer.observe(dropped.count(), &[])
+                })
+                .build();
+        }
         let logger = match settings.logs.is_empty() {
             true => None,
             false => {
@@ -235,6 +261,7 @@ impl TelemetryBuilder {
             install_tracing_bridge(&tracer, logger.as_ref());
         }
         Ok(Telemetry {
+            dropped,
             tracer: Some(tracer),
             meter: Some(meter),
             logger,
@@ -366,6 +393,7 @@ fn install_tracing_bridge(tracer: &SdkTracerProvider, logger: Option<&SdkLoggerP
 /// The providers in use; flushes and shuts them down when dropped.
 #[derive(Debug)]
 pub struct Telemetry {
+    dropped: batch::Dropped,
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
     logger: Option<SdkLoggerProvider>,
@@ -395,6 +423,12 @@ impl Telemetry {
     /// The meter provider (`None` under `OTEL_SDK_DISABLED=true`).
     pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
         self.meter.as_ref()
+    }
+
+    /// Spans dropped so far because the export queue was full (also reported as
+    /// `micro_otel.telemetry.spans.dropped`).
+    pub fn dropped_spans(&self) -> u64 {
+        self.dropped.count()
     }
 
     /// The logger provider (`None` when logs are off or not exported).

@@ -71,6 +71,7 @@ pub(crate) struct PartialBatch {
     pub(crate) max_queue_size: Option<usize>,
     pub(crate) max_export_batch_size: Option<usize>,
     pub(crate) scheduled_delay: Option<Duration>,
+    pub(crate) export_timeout: Option<Duration>,
 }
 
 /// Which propagators cross the wire.
@@ -223,7 +224,12 @@ impl Settings {
                     "OTEL_BSP_SCHEDULE_DELAY",
                     5000,
                 )?,
-                export_timeout: millis(None, env, "OTEL_BSP_EXPORT_TIMEOUT", 30000)?,
+                export_timeout: millis(
+                    code.spans.export_timeout,
+                    env,
+                    "OTEL_BSP_EXPORT_TIMEOUT",
+                    30000,
+                )?,
             },
             log_records: Batch {
                 max_queue_size: pick(None, env, "OTEL_BLRP_MAX_QUEUE_SIZE", 2048)?,
