@@ -485,3 +485,135 @@ async fn otel_variables_change_what_reaches_the_collector() {
     );
     stop(running);
 }
+
+/// A Python `grpcio` client instrumented with OpenTelemetry: three `GetUser(1)` calls
+/// (user 1 does not exist: NOT_FOUND), its spans exported over OTLP to `argv[2]`.
+const PYTHON_CALLER: &str = r#"
+import sys, grpc
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
+provider = TracerProvider(resource=Resource.create({"service.name": "python.caller"}))
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[2], insecure=True)))
+trace.set_tracer_provider(provider)
+GrpcInstrumentorClient().instrument()
+channel = grpc.insecure_channel(sys.argv[1])
+get_user = channel.unary_unary("/user.User/GetUser", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+for _ in range(3):
+    try:
+        get_user(b"\x08\x01")  # GetUserRequest { id: 1 }
+    except grpc.RpcError as error:
+        print("status", error.code().name, flush=True)
+provider.force_flush()
+provider.shutdown()
+"#;
+
+#[cfg_attr(
+    not(have_python_venv),
+    ignore = "needs python3 with venv (rotel, grpcio, opentelemetry from PyPI): apt-get install python3-venv"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_grpcio_client_and_our_server_share_traces_and_count_the_same_calls() {
+    let python = micro_otel_tests::python::venv(
+        env!("CARGO_TARGET_TMPDIR"),
+        "grpc-otel-venv",
+        &[
+            "grpcio",
+            "opentelemetry-sdk",
+            "opentelemetry-instrumentation-grpc",
+            "opentelemetry-exporter-otlp-proto-grpc",
+        ],
+        "import grpc, opentelemetry.instrumentation.grpc, opentelemetry.exporter.otlp.proto.grpc",
+    );
+    let receiver = Receiver::start().await.unwrap();
+    let rotel = Rotel::start(env!("CARGO_TARGET_TMPDIR"), &receiver.endpoint());
+    let endpoint = rotel.grpc_endpoint();
+    let mut env = QUICK.to_vec();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint));
+    let (running, address) = server(&env);
+    let said = micro_otel_tests::python::run(&python, PYTHON_CALLER, &[&address, &endpoint]);
+    assert_eq!(said.matches("status NOT_FOUND").count(), 3, "{said}");
+    stop(running);
+
+    let spans = |r: &Requests, service: &str| -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        r.traces
+            .iter()
+            .flat_map(|t| &t.resource_spans)
+            .filter(|rs| {
+                attributes(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes))
+                    .get("service.name")
+                    .map(String::as_str)
+                    == Some(service)
+            })
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|s| s.spans.clone())
+            .filter(|s| s.name == "user.User/GetUser" || s.name == "/user.User/GetUser")
+            .collect()
+    };
+    let requests = until(
+        &receiver,
+        &rotel,
+        "both sides' spans and our metrics",
+        |r| {
+            spans(r, "python.caller").len() >= 3
+                && spans(r, "user.service").len() >= 3
+                && count(
+                    &histograms(r),
+                    "user.service",
+                    "rpc.server.call.duration",
+                    &[("rpc.method", "user.User/GetUser")],
+                ) >= 3
+        },
+    )
+    .await;
+    let callers = spans(&requests, "python.caller");
+    let served = spans(&requests, "user.service");
+    for caller in &callers {
+        let child = served
+            .iter()
+            .find(|s| s.trace_id == caller.trace_id)
+            .expect("each Python call's trace goes on in our server");
+        assert_eq!(
+            child.parent_span_id, caller.span_id,
+            "our SERVER span is the Python CLIENT span's child"
+        );
+    }
+    // Their spans and our metrics describe the same three calls, all NOT_FOUND.
+    let histograms = histograms(&requests);
+    let get = ("rpc.method", "user.User/GetUser");
+    assert_eq!(
+        count(
+            &histograms,
+            "user.service",
+            "rpc.server.call.duration",
+            &[get]
+        ),
+        3
+    );
+    assert_eq!(
+        count(
+            &histograms,
+            "user.service",
+            "rpc.server.call.duration",
+            &[get, ("rpc.response.status_code", "NOT_FOUND")]
+        ),
+        3
+    );
+    let python_codes: Vec<String> = callers
+        .iter()
+        .map(|s| {
+            attributes(&s.attributes)
+                .get("rpc.grpc.status_code")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        python_codes,
+        ["5", "5", "5"],
+        "grpcio's spans say NOT_FOUND (5) too"
+    );
+}
