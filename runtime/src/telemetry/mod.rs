@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `settings.rs` | code, then `OTEL_*`, then defaults, resolved in one place |
 //! | `export.rs` | the exporters: OTLP (gRPC, http/protobuf), console |
+//! | `batch.rs` | the bounded span queue in front of the OTLP exporter, its drops counted |
 //! | `sampling.rs` | [`Sampling`] and [`SamplingRules`] |
 //! | `tree.rs`, `table.rs` | the demo's console views: [`TraceTree`], [`MetricsTable`] |
 //!
