@@ -119,8 +119,8 @@ async fn a_zero_sample_ratio_exports_nothing_while_calls_work() {
     assert!(receiver.received().is_empty(), "{:?}", receiver.received());
 }
 
-/// The median latency of `n` GetUser-like echo calls.
-async fn median_latency(echo: &EchoClient, n: usize) -> Duration {
+/// The median and 99th percentile latency of `n` echo calls.
+async fn latencies(echo: &EchoClient, n: usize) -> (Duration, Duration) {
     let mut took = Vec::with_capacity(n);
     for _ in 0..n {
         let start = std::time::Instant::now();
@@ -128,7 +128,7 @@ async fn median_latency(echo: &EchoClient, n: usize) -> Duration {
         took.push(start.elapsed());
     }
     took.sort();
-    took[n / 2]
+    (took[n / 2], took[n * 99 / 100])
 }
 
 /// The exporter never hurts the service: with the collector down, or accepting connections
@@ -159,10 +159,10 @@ async fn a_collector_down_or_blackholed_costs_spans_not_latency_and_export_resum
     let running = service.start().await.unwrap();
     let echo = EchoClient::new(&running.local_addr().to_string(), service.client());
 
-    let up = median_latency(&echo, 300).await;
+    let (up, up_p99) = latencies(&echo, 300).await;
     drop(receiver); // down: connections refused
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let down = median_latency(&echo, 300).await;
+    let (down, down_p99) = latencies(&echo, 300).await;
     // Blackholed: connections accepted, nothing ever answered.
     let hole = tokio::net::TcpListener::bind(address).await.unwrap();
     let held = tokio::spawn(async move {
@@ -171,7 +171,7 @@ async fn a_collector_down_or_blackholed_costs_spans_not_latency_and_export_resum
             open.push(socket);
         }
     });
-    let blackholed = median_latency(&echo, 300).await;
+    let (blackholed, blackholed_p99) = latencies(&echo, 300).await;
     assert!(
         telemetry.dropped_spans() > 0,
         "the queue (64 spans) overflowed and the drops were counted"
@@ -189,7 +189,8 @@ async fn a_collector_down_or_blackholed_costs_spans_not_latency_and_export_resum
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "median latency: up {up:?}, down {down:?}, blackholed {blackholed:?}; {} spans dropped",
+        "latency p50/p99: up {up:?}/{up_p99:?}, down {down:?}/{down_p99:?}, \
+         blackholed {blackholed:?}/{blackholed_p99:?}; {} spans dropped",
         telemetry.dropped_spans()
     );
     for (what, latency) in [("down", down), ("blackholed", blackholed)] {
