@@ -105,6 +105,13 @@ fn count(histograms: &[Histogram], service: &str, name: &str, with: &[(&str, &st
         .sum()
 }
 
+/// A receiver, and rotel forwarding to it: the collector the processes export to.
+async fn collector() -> (Receiver, Rotel) {
+    let receiver = Receiver::start().await.unwrap();
+    let rotel = Rotel::start(env!("CARGO_TARGET_TMPDIR"), &receiver.endpoint());
+    (receiver, rotel)
+}
+
 /// Starts `user-example server` with `env`; returns it and its address.
 fn server(env: &[(&str, &str)]) -> (Child, String) {
     common::start_server(&[], env)
@@ -169,8 +176,7 @@ async fn until(
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_s_spans_metrics_and_logs_reach_a_real_collector() {
-    let receiver = Receiver::start().await.unwrap();
-    let rotel = Rotel::start(env!("CARGO_TARGET_TMPDIR"), &receiver.endpoint());
+    let (receiver, rotel) = collector().await;
     let endpoint = rotel.grpc_endpoint();
     let mut env = QUICK.to_vec();
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint));
@@ -397,8 +403,7 @@ fn services(requests: &Requests) -> [Vec<String>; 3] {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn otel_variables_change_what_reaches_the_collector() {
-    let receiver = Receiver::start().await.unwrap();
-    let rotel = Rotel::start(env!("CARGO_TARGET_TMPDIR"), &receiver.endpoint());
+    let (receiver, rotel) = collector().await;
     let (grpc, http) = (rotel.grpc_endpoint(), rotel.http_endpoint());
     // The server exports nothing, so what arrives comes from the clients.
     let (running, address) = server(&[("OTEL_SDK_DISABLED", "true")]);
@@ -528,8 +533,7 @@ async fn a_python_grpcio_client_and_our_server_share_traces_and_count_the_same_c
         ],
         "import grpc, opentelemetry.instrumentation.grpc, opentelemetry.exporter.otlp.proto.grpc",
     );
-    let receiver = Receiver::start().await.unwrap();
-    let rotel = Rotel::start(env!("CARGO_TARGET_TMPDIR"), &receiver.endpoint());
+    let (receiver, rotel) = collector().await;
     let endpoint = rotel.grpc_endpoint();
     let mut env = QUICK.to_vec();
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint));

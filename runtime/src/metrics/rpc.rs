@@ -144,14 +144,14 @@ impl Instruments {
             return next.run(call);
         };
         let (target, deadline) = (target.clone(), call.ctx.deadline());
-        Box::pin(self.measure_call(method, &target, deadline, || next.run(call)))
+        Box::pin(self.measure_call(method, target, deadline, || next.run(call)))
     }
 
     /// Measures the call of `method` on `target` that `start` starts, from now to its end.
     pub(crate) fn measure_call<S, F>(
         self: &Arc<Self>,
         method: &'static Method,
-        target: &Target,
+        target: Target,
         deadline: Option<Instant>,
         start: S,
     ) -> impl Future<Output = Result<Reply, Status>> + use<S, F>
@@ -163,7 +163,7 @@ impl Instruments {
             instruments: self.clone(),
             series: self.called.get(method, target.name()),
             method,
-            target: target.clone(),
+            target,
             start: Instant::now(),
         };
         let watch = Watch::new(called, deadline);
