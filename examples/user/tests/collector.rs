@@ -92,17 +92,32 @@ fn histograms(requests: &Requests) -> Vec<Histogram> {
     latest.into_values().collect()
 }
 
-/// The total count of `name`'s series from `service` whose attributes include `with`.
-fn count(histograms: &[Histogram], service: &str, name: &str, with: &[(&str, &str)]) -> u64 {
+/// The series of `name` from `service` whose attributes include `with`.
+fn series<'a>(
+    histograms: &'a [Histogram],
+    service: &'a str,
+    name: &'a str,
+    with: &'a [(&str, &str)],
+) -> impl Iterator<Item = &'a Histogram> {
     histograms
         .iter()
-        .filter(|h| h.service == service && h.name == name)
-        .filter(|h| {
+        .filter(move |h| h.service == service && h.name == name)
+        .filter(move |h| {
             with.iter()
                 .all(|(k, v)| h.attributes.get(*k).map(String::as_str) == Some(*v))
         })
+}
+
+/// The total count of `name`'s series from `service` whose attributes include `with`.
+fn count(histograms: &[Histogram], service: &str, name: &str, with: &[(&str, &str)]) -> u64 {
+    series(histograms, service, name, with)
         .map(|h| h.count)
         .sum()
+}
+
+/// The total sum of `name`'s series from `service` whose attributes include `with`.
+fn sum(histograms: &[Histogram], service: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    series(histograms, service, name, with).map(|h| h.sum).sum()
 }
 
 /// A receiver, and rotel forwarding to it: the collector the processes export to.
@@ -492,19 +507,29 @@ async fn otel_variables_change_what_reaches_the_collector() {
 }
 
 /// A Python `grpcio` client instrumented with OpenTelemetry: three `GetUser(1)` calls
-/// (user 1 does not exist: NOT_FOUND), its spans exported over OTLP to `argv[2]`.
+/// (user 1 does not exist: NOT_FOUND), its spans (OpenTelemetry's grpc instrumentation) and
+/// its gRFC A66 metrics (`grpcio-observability`) exported over OTLP to `argv[2]`.
 const PYTHON_CALLER: &str = r#"
-import sys, grpc
+import sys, grpc, grpc_observability
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
-provider = TracerProvider(resource=Resource.create({"service.name": "python.caller"}))
+resource = Resource.create({"service.name": "python.caller"})
+provider = TracerProvider(resource=resource)
 provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[2], insecure=True)))
 trace.set_tracer_provider(provider)
 GrpcInstrumentorClient().instrument()
+reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=sys.argv[2], insecure=True), export_interval_millis=200)
+meters = MeterProvider(resource=resource, metric_readers=[reader])
+# Every method keeps its name (grpcio records a method it was not told about as "other").
+plugin = grpc_observability.OpenTelemetryPlugin(meter_provider=meters, generic_method_attribute_filter=lambda method: True)
+plugin.register_global()
 channel = grpc.insecure_channel(sys.argv[1])
 get_user = channel.unary_unary("/user.User/GetUser", request_serializer=lambda b: b, response_deserializer=lambda b: b)
 for _ in range(3):
@@ -512,13 +537,17 @@ for _ in range(3):
         get_user(b"\x08\x01")  # GetUserRequest { id: 1 }
     except grpc.RpcError as error:
         print("status", error.code().name, flush=True)
+channel.close()
+plugin.deregister_global()
+meters.force_flush()
+meters.shutdown()
 provider.force_flush()
 provider.shutdown()
 "#;
 
 #[cfg_attr(
     not(have_python_venv),
-    ignore = "needs python3 with venv (rotel, grpcio, opentelemetry from PyPI): apt-get install python3-venv"
+    ignore = "needs python3 with venv (rotel, grpcio, grpcio-observability, opentelemetry from PyPI): apt-get install python3-venv"
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_grpcio_client_and_our_server_share_traces_and_count_the_same_calls() {
@@ -527,11 +556,12 @@ async fn a_python_grpcio_client_and_our_server_share_traces_and_count_the_same_c
         "grpc-otel-venv",
         &[
             "grpcio",
+            "grpcio-observability",
             "opentelemetry-sdk",
             "opentelemetry-instrumentation-grpc",
             "opentelemetry-exporter-otlp-proto-grpc",
         ],
-        "import grpc, opentelemetry.instrumentation.grpc, opentelemetry.exporter.otlp.proto.grpc",
+        "import grpc, grpc_observability, opentelemetry.instrumentation.grpc, opentelemetry.exporter.otlp.proto.grpc",
     );
     let (receiver, rotel) = collector().await;
     let endpoint = rotel.grpc_endpoint();
@@ -557,21 +587,23 @@ async fn a_python_grpcio_client_and_our_server_share_traces_and_count_the_same_c
             .filter(|s| s.name == "user.User/GetUser" || s.name == "/user.User/GetUser")
             .collect()
     };
-    let requests = until(
-        &receiver,
-        &rotel,
-        "both sides' spans and our metrics",
-        |r| {
-            spans(r, "python.caller").len() >= 3
-                && spans(r, "user.service").len() >= 3
-                && count(
-                    &histograms(r),
-                    "user.service",
-                    "rpc.server.call.duration",
-                    &[("rpc.method", "user.User/GetUser")],
-                ) >= 3
-        },
-    )
+    let requests = until(&receiver, &rotel, "both sides' spans and metrics", |r| {
+        let histograms = histograms(r);
+        spans(r, "python.caller").len() >= 3
+            && spans(r, "user.service").len() >= 3
+            && count(
+                &histograms,
+                "user.service",
+                "rpc.server.call.duration",
+                &[("rpc.method", "user.User/GetUser")],
+            ) >= 3
+            && count(
+                &histograms,
+                "python.caller",
+                "grpc.client.attempt.duration",
+                &[("grpc.method", "user.User/GetUser")],
+            ) >= 3
+    })
     .await;
     let callers = spans(&requests, "python.caller");
     let served = spans(&requests, "user.service");
@@ -619,5 +651,50 @@ async fn a_python_grpcio_client_and_our_server_share_traces_and_count_the_same_c
         python_codes,
         ["5", "5", "5"],
         "grpcio's spans say NOT_FOUND (5) too"
+    );
+    // grpcio's own A66 metrics describe the same calls as ours: three attempts, all
+    // NOT_FOUND, and the bytes it sent are the bytes our server received, and back.
+    // Both stacks name the series alike.
+    let not_found = [
+        ("grpc.method", "user.User/GetUser"),
+        ("grpc.status", "NOT_FOUND"),
+    ];
+    let attempts = count(
+        &histograms,
+        "python.caller",
+        "grpc.client.attempt.duration",
+        &not_found,
+    );
+    assert_eq!(attempts, 3, "grpcio measured three NOT_FOUND attempts");
+    for (theirs, mine) in [
+        (
+            "grpc.client.attempt.sent_total_compressed_message_size",
+            "grpc.server.call.rcvd_total_compressed_message_size",
+        ),
+        (
+            "grpc.client.attempt.rcvd_total_compressed_message_size",
+            "grpc.server.call.sent_total_compressed_message_size",
+        ),
+    ] {
+        assert_eq!(
+            count(&histograms, "python.caller", theirs, &not_found),
+            count(&histograms, "user.service", mine, &not_found),
+            "{theirs} and {mine} count the same calls"
+        );
+        assert_eq!(
+            sum(&histograms, "python.caller", theirs, &not_found),
+            sum(&histograms, "user.service", mine, &not_found),
+            "{theirs} and {mine} count the same bytes"
+        );
+    }
+    assert_eq!(
+        sum(
+            &histograms,
+            "python.caller",
+            "grpc.client.attempt.sent_total_compressed_message_size",
+            &not_found
+        ),
+        6.0,
+        "three 2-byte requests"
     );
 }
