@@ -19,6 +19,7 @@
 //! | [`service`] | [`Service`]: configuration, start/run, registration heartbeat, graceful stop |
 //! | [`environment`] | go-micro's `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS`, `MICRO_SELECTOR` |
 //! | [`telemetry`] | tracer provider setup: OTLP, sampling, batching, the demo's tree printer |
+//! | `tls` | TLS with rustls: trust roots and identities, checked when read (feature `tls`) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -33,6 +34,8 @@ pub mod semconv;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod trace;
 pub mod wrapper;
 

@@ -13,6 +13,7 @@ pub mod otlp;
 pub mod pubsub;
 pub mod python;
 pub mod rotel;
+pub mod tls;
 
 /// Every golden case's expected output, compiled as it would be in a user's crate.
 pub mod golden {

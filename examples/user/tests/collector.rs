@@ -506,6 +506,87 @@ async fn otel_variables_change_what_reaches_the_collector() {
     stop(running);
 }
 
+#[cfg_attr(
+    not(have_python_venv),
+    ignore = "needs python3 with venv (rotel comes from PyPI): apt-get install python3-venv"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_collector_with_mutual_tls_receives_over_grpc_and_http() {
+    use micro_otel_tests::tls::{Certificates, TlsProxy};
+    let (receiver, rotel) = collector().await;
+    let certificates = Certificates::new();
+    let plain = |endpoint: String| endpoint.trim_start_matches("http://").parse().unwrap();
+    let grpc = TlsProxy::start(
+        plain(rotel.grpc_endpoint()),
+        certificates.server_config(true),
+    )
+    .await;
+    let http = TlsProxy::start(
+        plain(rotel.http_endpoint()),
+        certificates.server_config(true),
+    )
+    .await;
+    let (ca, certificate, key) = (
+        certificates.path("ca.pem"),
+        certificates.path("client.pem"),
+        certificates.path("client.key"),
+    );
+    let mutual = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap()),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            certificate.to_str().unwrap(),
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.to_str().unwrap()),
+    ];
+    let (running, address) = server(&[("OTEL_SDK_DISABLED", "true")]);
+    let (grpc_endpoint, http_endpoint) = (grpc.endpoint(), http.endpoint());
+    fn by<'a>(
+        mutual: &[(&'a str, &'a str)],
+        endpoint: &'a str,
+        service: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut env = mutual.to_vec();
+        env.extend([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_SERVICE_NAME", service),
+        ]);
+        env
+    }
+    calls_with(&address, &by(&mutual, &grpc_endpoint, "tls.grpc"));
+    let mut over_http = by(&mutual, &http_endpoint, "tls.http");
+    over_http.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"));
+    calls_with(&address, &over_http);
+    // Without its certificate the client is turned away at the handshake, and its calls
+    // are served all the same.
+    calls_with(
+        &address,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &grpc_endpoint),
+            mutual[0],
+            ("OTEL_SERVICE_NAME", "tls.anonymous"),
+        ],
+    );
+    let requests = until(&receiver, &rotel, "both TLS clients' telemetry", |r| {
+        let [traces, metrics, _] = services(r);
+        ["tls.grpc", "tls.http"].iter().all(|service| {
+            [&traces, &metrics]
+                .iter()
+                .all(|signal| signal.iter().any(|s| s == service))
+        })
+    })
+    .await;
+    stop(running);
+    assert!(
+        services(&requests)
+            .iter()
+            .all(|signal| !signal.iter().any(|s| s == "tls.anonymous")),
+        "nothing came through without a client certificate"
+    );
+    assert!(grpc.handshakes() > 0 && http.handshakes() > 0);
+    assert!(grpc.refused() > 0, "the anonymous client was refused");
+}
+
 /// A Python `grpcio` client instrumented with OpenTelemetry: three `GetUser(1)` calls
 /// (user 1 does not exist: NOT_FOUND), its spans (OpenTelemetry's grpc instrumentation) and
 /// its gRFC A66 metrics (`grpcio-observability`) exported over OTLP to `argv[2]`.

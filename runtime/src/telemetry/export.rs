@@ -8,9 +8,10 @@ use opentelemetry_sdk::logs::{
     BatchConfigBuilder as LogBatchConfig, BatchLogProcessor, LoggerProviderBuilder,
 };
 use opentelemetry_sdk::metrics::{MeterProviderBuilder, PeriodicReader};
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder as SpanBatchConfig, BatchSpanProcessor, TracerProviderBuilder,
-};
+use opentelemetry_sdk::trace::TracerProviderBuilder;
+// Only the console's spans go through the SDK's batch processor; OTLP's go through ours.
+#[cfg(feature = "console")]
+use opentelemetry_sdk::trace::{BatchConfigBuilder as SpanBatchConfig, BatchSpanProcessor};
 
 use super::TelemetryError;
 use super::settings::{Destination, Settings};
@@ -48,12 +49,16 @@ macro_rules! otlp_exporter {
                 if otlp.gzip {
                     builder = builder.with_compression(Compression::Gzip);
                 }
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &otlp.tls {
+                    builder = builder.with_tls_config(tls.tonic());
+                }
                 builder.build()
             }
             super::Protocol::HttpProtobuf => {
                 let mut builder = $builder
                     .with_http()
-                    .with_http_client(OnRuntime::new(otlp.timeout)?)
+                    .with_http_client(OnRuntime::new(&otlp, $signal)?)
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(otlp.endpoint.clone())
                     .with_timeout(otlp.timeout)
@@ -72,22 +77,48 @@ macro_rules! otlp_exporter {
     }};
 }
 
-/// The http/protobuf exporters' client: hyper's, each request run on the Tokio runtime
-/// `Telemetry::init` was called in (the batch processors export from threads of their own,
-/// where hyper finds no reactor).
+/// The http/protobuf exporters' client: hyper's (over rustls for an `https://` endpoint),
+/// each request run on the Tokio runtime `Telemetry::init` was called in (the batch
+/// processors export from threads of their own, where hyper finds no reactor).
 #[cfg(feature = "otlp")]
 #[derive(Debug)]
 struct OnRuntime {
     runtime: tokio::runtime::Handle,
-    client: std::sync::Arc<opentelemetry_http::hyper::HyperClient>,
+    client: std::sync::Arc<dyn opentelemetry_http::HttpClient>,
 }
 
 #[cfg(feature = "otlp")]
 impl OnRuntime {
-    fn new(timeout: std::time::Duration) -> Result<Self, TelemetryError> {
+    fn new(otlp: &super::settings::Otlp, signal: &'static str) -> Result<Self, TelemetryError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
-        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &otlp.tls {
+            let refused = |source| TelemetryError::Tls { signal, source };
+            let config = tls.rustls().map_err(refused)?;
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_only();
+            let connector = match tls.checked_server_name().map_err(refused)? {
+                Some(name) => connector
+                    .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+                None => connector,
+            };
+            let client = opentelemetry_http::hyper::HyperClient::new(
+                connector.enable_http1().wrap_connector(http),
+                otlp.timeout,
+                None,
+            );
+            return Ok(Self {
+                runtime,
+                client: std::sync::Arc::new(client),
+            });
+        }
+        let _ = signal;
+        let client =
+            opentelemetry_http::hyper::HyperClient::with_default_connector(otlp.timeout, None);
         Ok(Self {
             runtime,
             client: std::sync::Arc::new(client),
@@ -121,6 +152,7 @@ fn within(otlp: &super::settings::Otlp, limit: std::time::Duration) -> super::se
 
 /// Adds a batching processor per destination of the spans: ours for OTLP (bounded, its
 /// drops counted in `dropped`), the SDK's for the console.
+#[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
 pub(crate) fn spans(
     mut provider: TracerProviderBuilder,
     settings: &Settings,

@@ -68,6 +68,15 @@ pub enum TelemetryError {
         /// What went wrong.
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// The TLS set up for the collector cannot be used.
+    #[cfg(all(feature = "otlp", feature = "tls"))]
+    #[error("TLS of the OTLP {signal} exporter: {source}")]
+    Tls {
+        /// `traces`, `metrics` or `logs`.
+        signal: &'static str,
+        /// What was wrong.
+        source: crate::tls::TlsError,
+    },
     /// The span exporting thread could not be started.
     #[error("starting the span export thread: {0}")]
     Thread(std::io::Error),
@@ -107,6 +116,14 @@ impl TelemetryBuilder {
     pub fn otlp(mut self, endpoint: impl Into<String>) -> Self {
         self.code.endpoint = Some(endpoint.into());
         self.code.export = None;
+        self
+    }
+
+    /// The TLS of an `https://` OTLP endpoint (instead of `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+    /// `_CLIENT_CERTIFICATE` and `_CLIENT_KEY`); without it the system's roots are trusted.
+    #[cfg(all(feature = "otlp", feature = "tls"))]
+    pub fn otlp_tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.code.tls = Some(tls);
         self
     }
 

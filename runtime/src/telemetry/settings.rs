@@ -38,6 +38,9 @@ pub(crate) struct Otlp {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) timeout: Duration,
     pub(crate) gzip: bool,
+    /// Set when the endpoint is `https://` (boxed: most endpoints are plain text).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Box<crate::tls::ClientTls>>,
 }
 
 /// A batching processor's limits (`OTEL_BSP_*` for spans, `OTEL_BLRP_*` for logs).
@@ -56,6 +59,9 @@ pub(crate) struct InCode {
     pub(crate) service_name: String,
     pub(crate) endpoint: Option<String>,
     pub(crate) protocol: Option<Protocol>,
+    /// The TLS of an `https://` collector endpoint.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ClientTls>,
     /// `Some(false)` after `no_export`: no signal leaves the process.
     pub(crate) export: Option<bool>,
     pub(crate) traces_elsewhere: bool,
@@ -362,25 +368,16 @@ fn otlp(code: &InCode, env: Env<'_>, signal: Signal) -> Result<Otlp, ConfigError
             Protocol::HttpProtobuf => with_path("http://localhost:4318"),
         },
     };
-    for what in ["CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"] {
-        if let Some((variable, value)) = either(what) {
-            return Err(ConfigError::new(
-                &variable,
-                &value,
-                "TLS to the collector is not supported yet: run a collector on the node or \
-                 as a sidecar and export to it in plain text",
-            ));
-        }
-    }
+    let endpoint = with_scheme(endpoint, protocol, &either, &own("ENDPOINT"))?;
+    #[cfg(feature = "tls")]
+    let tls = tls(code, &either, &endpoint)?;
+    #[cfg(not(feature = "tls"))]
     if endpoint.starts_with("https://") {
         return Err(ConfigError::new(
             &own("ENDPOINT"),
             &endpoint,
-            "TLS to the collector is not supported yet: use an http:// endpoint (a local collector)",
+            "an https:// collector needs micro-otel's `tls` feature",
         ));
-    }
-    if let Some((variable, value)) = either("INSECURE") {
-        boolean(&variable, &value)?;
     }
     let headers = match either("HEADERS") {
         None => Vec::new(),
@@ -406,7 +403,97 @@ fn otlp(code: &InCode, env: Env<'_>, signal: Signal) -> Result<Otlp, ConfigError
         headers,
         timeout,
         gzip,
+        #[cfg(feature = "tls")]
+        tls,
     })
+}
+
+/// One of a signal's `OTEL_EXPORTER_OTLP_*` variables: its name and value, the signal's own
+/// first.
+type Either<'a> = dyn Fn(&str) -> Option<(String, String)> + 'a;
+
+/// `endpoint` with its scheme. A gRPC endpoint without one is `https://` unless
+/// `OTEL_EXPORTER_OTLP_INSECURE` is true, as the spec says; an http/protobuf one needs it.
+fn with_scheme(
+    endpoint: String,
+    protocol: Protocol,
+    either: &Either<'_>,
+    variable: &str,
+) -> Result<String, ConfigError> {
+    let insecure = match either("INSECURE") {
+        None => false,
+        Some((variable, value)) => boolean(&variable, &value)?,
+    };
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    match protocol {
+        Protocol::Grpc if insecure => Ok(format!("http://{endpoint}")),
+        Protocol::Grpc => Ok(format!("https://{endpoint}")),
+        Protocol::HttpProtobuf => Err(ConfigError::new(
+            variable,
+            &endpoint,
+            "expected an http:// or https:// URL",
+        )),
+    }
+}
+
+/// The TLS of an `https://` endpoint: the code's, else `OTEL_EXPORTER_OTLP_CERTIFICATE` (the
+/// CA to trust instead of the system's roots) and `_CLIENT_CERTIFICATE`/`_CLIENT_KEY` (mutual
+/// TLS). Any of them with an `http://` endpoint is refused: the operator meant TLS.
+#[cfg(feature = "tls")]
+fn tls(
+    code: &InCode,
+    either: &Either<'_>,
+    endpoint: &str,
+) -> Result<Option<Box<crate::tls::ClientTls>>, ConfigError> {
+    let wrong = |(variable, value): (String, String), e: crate::tls::TlsError| {
+        ConfigError::new(&variable, &value, e.to_string())
+    };
+    let (ca, certificate, key) = (
+        either("CERTIFICATE"),
+        either("CLIENT_CERTIFICATE"),
+        either("CLIENT_KEY"),
+    );
+    if !endpoint.starts_with("https://") {
+        if let Some((variable, value)) = ca.or(certificate).or(key) {
+            return Err(ConfigError::new(
+                &variable,
+                &value,
+                format!("TLS is set up but the endpoint {endpoint} is plain text: use https://"),
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(tls) = &code.tls {
+        return Ok(Some(Box::new(tls.clone())));
+    }
+    let mut tls = crate::tls::ClientTls::new();
+    if let Some(ca) = ca {
+        tls = tls.ca_file(&ca.1).map_err(|e| wrong(ca, e))?;
+    }
+    match (certificate, key) {
+        (None, None) => {}
+        (Some(certificate), Some(key)) => {
+            tls = tls.identity_files(&certificate.1, &key.1).map_err(|e| {
+                let culprit = if e.what().starts_with("client key") {
+                    key.clone()
+                } else {
+                    certificate.clone()
+                };
+                wrong(culprit, e)
+            })?;
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            return Err(ConfigError::new(
+                &one.0,
+                &one.1,
+                "mutual TLS needs both OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+                 OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            ));
+        }
+    }
+    Ok(Some(Box::new(tls)))
 }
 
 /// `OTEL_PROPAGATORS`: a list of `tracecontext`, `baggage`, `none` (default
@@ -664,7 +751,19 @@ mod tests {
         assert_eq!(otlp_of(&s.traces).timeout, Duration::from_millis(100));
         assert!(otlp_of(&with("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip").logs).gzip);
         assert!(otlp_of(&with("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip").metrics).gzip);
-        assert!(with("OTEL_EXPORTER_OTLP_INSECURE", "true").traces.len() == 1);
+        let bare = |insecure: &str| {
+            let s = resolve(
+                &code,
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", insecure),
+                ],
+            )
+            .unwrap();
+            otlp_of(&s.traces).endpoint.clone()
+        };
+        assert_eq!(bare("true"), "http://collector:4317");
+        assert_eq!(bare("false"), "https://collector:4317");
         assert_eq!(
             with("OTEL_TRACES_SAMPLER", "traceidratio").sampling,
             Sampling::Ratio(1.0)
@@ -798,8 +897,9 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "key=value"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "whole number"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "gzip or none"),
-            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem", "TLS"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317", "TLS"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem", "plain text"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem", "plain text"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "maybe", "true or false"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "whole number"),
             ("OTEL_TRACES_SAMPLER", "sometimes", "expected always_on"),
             (
@@ -821,5 +921,54 @@ mod tests {
             );
             assert!(text.contains(says), "{name}={value}: {text}");
         }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_files_are_read_and_checked_when_the_endpoint_is_https() {
+        let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317");
+        let s = resolve(&named("s"), &[https]).unwrap();
+        assert_eq!(
+            otlp_of(&s.traces).tls,
+            Some(Box::new(crate::tls::ClientTls::new())),
+            "https alone trusts the system's roots"
+        );
+        let error = resolve(
+            &named("s"),
+            &[
+                https,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("OTEL_EXPORTER_OTLP_CERTIFICATE")
+                && error.contains("/nonexistent/ca.pem"),
+            "{error}"
+        );
+        let error = resolve(
+            &named("s"),
+            &[https, ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/k.pem")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY") && error.contains("both"),
+            "{error}"
+        );
+        let error = resolve(
+            &named("s"),
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "collector:4318/v1/traces",
+                ),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("http:// or https://"), "{error}");
     }
 }
