@@ -199,3 +199,87 @@ async fn the_trace_of_a_retried_call_shows_both_attempts() {
     assert_eq!(answered, Some(live.local_addr().port().to_string()));
     live.stop().await.unwrap();
 }
+
+/// A handler that panics answers INTERNAL without the panic's text, once (an idempotent
+/// call is not retried: the peer got an answer, not a broken stream), the panic is on the
+/// server span and in the metrics, and the server goes on serving. A reply stream that
+/// panics ends with INTERNAL after the items sent before.
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_the_server_goes_on() {
+    use futures_util::StreamExt as _;
+    use micro_otel_tests::harness::PANIC;
+    let (registry, spans) = (MemoryRegistry::new(), Spans::default());
+    let meters = micro_otel_tests::meters::Meters::default();
+    let echo = Echo::default();
+    let instrumentation = spans.instrumentation().meter_provider(meters.provider());
+    let service = micro_otel::Service::builder("echo")
+        .registry(registry.clone())
+        .instrumentation(instrumentation)
+        .build();
+    echo::register_echo_handler(&service, echo.clone()).unwrap();
+    let running = service.start().await.unwrap();
+    let client = EchoClient::new("echo", service.client());
+    let request = EchoRequest {
+        message: PANIC.into(),
+        ..Default::default()
+    };
+    let mut safe = micro_otel::Request::new(request.clone());
+    safe.extensions_mut().insert(Idempotent);
+    let status = client.unary(safe).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(status.message(), "the handler panicked");
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 1, "not retried");
+
+    let all = spans.wait_for(2).await;
+    let server = span(&all, "echo.v1.Echo/Unary", SpanKind::Server);
+    assert!(
+        matches!(&server.status, opentelemetry::trace::Status::Error { .. }),
+        "{:?}",
+        server.status
+    );
+    let event = server
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("an exception event");
+    assert!(
+        event
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "exception.message"
+                && kv.value.as_str().contains("asked to panic")),
+        "{event:?}"
+    );
+    let internal = [
+        ("rpc.method", "echo.v1.Echo/Unary"),
+        ("rpc.response.status_code", "INTERNAL"),
+        ("error.type", "INTERNAL"),
+    ];
+    assert_eq!(meters.total("rpc.server.call.duration", &internal), 1.0);
+
+    let stream = client
+        .server_stream(EchoRequest {
+            repeat: 3,
+            ..request
+        })
+        .await
+        .unwrap();
+    let items: Vec<_> = stream.collect().await;
+    assert!(items[0].is_ok(), "{items:?}");
+    let status = items[1].as_ref().unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Internal, "the handler panicked")
+    );
+    assert_eq!(items.len(), 2);
+
+    let reply = client
+        .unary(EchoRequest {
+            message: "still here".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the server goes on serving");
+    assert_eq!(reply.message, "still here");
+    running.stop().await.unwrap();
+}

@@ -24,6 +24,11 @@ pub const CLIENT_PORT: &str = "client.port";
 /// `error.type`: the status code name when the call failed.
 pub const ERROR_TYPE: &str = "error.type";
 
+/// `exception.type` on an `exception` span event: `panic` for a handler's panic.
+pub const EXCEPTION_TYPE: &str = "exception.type";
+/// `exception.message` on an `exception` span event: the panic's text.
+pub const EXCEPTION_MESSAGE: &str = "exception.message";
+
 /// `network.peer.address`: the address of the node a client call was sent to.
 pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
 /// `network.peer.port`: the port of the node a client call was sent to.

@@ -146,6 +146,10 @@ pub async fn front_and_back(
     (front, front_running, back_running)
 }
 
+/// The message that makes the unary handler panic, and a server stream panic after its
+/// first item.
+pub const PANIC: &str = "panic!";
+
 /// Echoes in all four RPC shapes; records cancellation of unary handlers.
 #[derive(Clone, Default)]
 pub struct Echo {
@@ -220,6 +224,9 @@ impl EchoHandler for Echo {
             return Err(Status::unavailable("failing as asked"));
         }
         requested_failure(&request)?;
+        if request.message == PANIC {
+            panic!("the echo handler was asked to panic");
+        }
         match &self.forward {
             Some(next) => next.unary(request).await,
             None => Ok(answer(&request, 0)),
@@ -237,6 +244,9 @@ impl EchoHandler for Echo {
             let request = request.clone();
             async move {
                 tokio::time::sleep(delay).await;
+                if request.message == PANIC && i == 1 {
+                    panic!("the echo stream was asked to panic");
+                }
                 Ok(answer(&request, i))
             }
         });

@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use futures_util::{FutureExt as _, TryFutureExt as _};
+use futures_util::{FutureExt as _, StreamExt as _, TryFutureExt as _};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use tonic::body::Body as HttpBody;
@@ -377,7 +377,8 @@ impl<T: prost::Message + Clone + 'static> Output for Many<T> {
 /// The terminal step on the server: calls the user's handler with the call's context
 /// attached, so spans the handler opens nest under the server span, and cancels it (by
 /// dropping it) when the caller's deadline passes. Headers the handler sets on the context
-/// go out with its reply (or its error).
+/// go out with its reply (or its error). A handler that panics (or a reply stream that
+/// does) answers INTERNAL, see [`contained`].
 struct HandlerFn<F>(F);
 
 impl<F, Fut> Terminal for HandlerFn<F>
@@ -392,28 +393,52 @@ where
         let task_cx =
             (deadline.is_some() || ctx.otel().has_active_span()).then(|| ctx.task_context());
         let reply_metadata = ctx.collect_reply_metadata();
-        let fut = match (self.0)(ctx, payload) {
-            Ok(fut) => fut,
-            Err(status) => return Box::pin(std::future::ready(Err(status))),
-        };
-        let answer = fut.map(move |answer| {
-            let metadata =
-                std::mem::take(&mut *reply_metadata.lock().unwrap_or_else(|e| e.into_inner()));
-            match answer {
-                Ok(payload) => {
-                    let mut reply = Reply::new(payload);
-                    reply.metadata = metadata;
-                    Ok(reply)
-                }
-                Err(mut status) => {
-                    status
-                        .metadata_mut()
-                        .as_mut()
-                        .extend(metadata.into_headers());
-                    Err(status)
-                }
+        let method = ctx.method().map_or("", |m| m.full_name());
+        let otel = ctx.otel().clone();
+        let called =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)(ctx, payload)));
+        let fut = match called {
+            Ok(Ok(fut)) => fut,
+            Ok(Err(status)) => return Box::pin(std::future::ready(Err(status))),
+            Err(panic) => {
+                let status = contained(method, &otel, panic);
+                return Box::pin(std::future::ready(Err(status)));
             }
-        });
+        };
+        let answer = std::panic::AssertUnwindSafe(fut)
+            .catch_unwind()
+            .map(move |answer| {
+                let metadata =
+                    std::mem::take(&mut *reply_metadata.lock().unwrap_or_else(|e| e.into_inner()));
+                let answer = answer.unwrap_or_else(|panic| Err(contained(method, &otel, panic)));
+                match answer {
+                    Ok(Payload::Stream(stream)) => {
+                        let stream =
+                            std::panic::AssertUnwindSafe(stream)
+                                .catch_unwind()
+                                .map(move |item| {
+                                    item.unwrap_or_else(|panic| {
+                                        Err(contained(method, &otel, panic))
+                                    })
+                                });
+                        let mut reply = Reply::new(Payload::Stream(Box::pin(stream)));
+                        reply.metadata = metadata;
+                        Ok(reply)
+                    }
+                    Ok(payload) => {
+                        let mut reply = Reply::new(payload);
+                        reply.metadata = metadata;
+                        Ok(reply)
+                    }
+                    Err(mut status) => {
+                        status
+                            .metadata_mut()
+                            .as_mut()
+                            .extend(metadata.into_headers());
+                        Err(status)
+                    }
+                }
+            });
         match (deadline, task_cx) {
             (Some(deadline), Some(cx)) => {
                 Box::pin(deadline::bound(deadline, answer).with_context(cx))
@@ -422,4 +447,28 @@ where
             (_, None) => Box::pin(answer),
         }
     }
+}
+
+/// What a handler's panic becomes: INTERNAL for the peer, with no panic text (it may hold
+/// anything); the text goes to the server's log and onto the call's span, as an `exception`
+/// event, where the operator finds it. The server goes on serving.
+fn contained(
+    method: &'static str,
+    otel: &opentelemetry::Context,
+    panic: Box<dyn std::any::Any + Send>,
+) -> Status {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+    tracing::error!(rpc.method = method, panic = %text, "the handler panicked");
+    otel.span().add_event(
+        "exception",
+        vec![
+            opentelemetry::KeyValue::new(crate::semconv::EXCEPTION_TYPE, "panic"),
+            opentelemetry::KeyValue::new(crate::semconv::EXCEPTION_MESSAGE, text),
+        ],
+    );
+    Status::internal("the handler panicked")
 }
